@@ -1,0 +1,359 @@
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::dlq::{DeadLetter, dead_letter_record};
+use super::metrics::BusMetrics;
+use super::producer::Pending;
+use super::{BusError, KafkaConfig, OutboundRecord, Producer};
+
+/// An error a [`BatchHandler`] returns for a whole batch. Records that are bad on their own
+/// should go to the dead-letter topic through [`Output::dead_letter`] instead.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A record received from Kafka, owned so that handlers can keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message value (`None` for a tombstone).
+    pub payload: Option<Vec<u8>>,
+    /// Kafka timestamp in milliseconds since the epoch, when the broker gave one.
+    pub timestamp_ms: Option<i64>,
+    /// Message headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What a handler produces for a batch. Everything sent here is acknowledged by the broker
+/// before the batch's offsets are stored.
+#[derive(Debug)]
+pub struct Output<'a> {
+    producer: &'a Producer,
+    stage: &'a str,
+    pending: Vec<Pending>,
+    dead_letters: BTreeMap<String, u64>,
+}
+
+impl Output<'_> {
+    /// Produces a record; waits only while the producer's queue is full.
+    pub async fn send(&mut self, record: OutboundRecord) -> Result<(), BusError> {
+        let pending = self.producer.enqueue_waiting(&record).await?;
+        self.pending.push(pending);
+        Ok(())
+    }
+
+    /// Sends a record that cannot be processed to `dlq.<stage>`, with headers naming its source
+    /// and the error.
+    pub async fn dead_letter(
+        &mut self,
+        source: &InboundRecord,
+        error_class: &str,
+        message: &str,
+    ) -> Result<(), BusError> {
+        let letter = DeadLetter {
+            stage: self.stage,
+            source_topic: &source.topic,
+            partition: source.partition,
+            offset: source.offset,
+            error_class,
+            message,
+        };
+        let record = dead_letter_record(
+            &letter,
+            source.key.clone(),
+            source.payload.clone().unwrap_or_default(),
+        );
+        *self.dead_letters.entry(record.topic.clone()).or_default() += 1;
+        self.send(record).await
+    }
+}
+
+/// Processes batches of records. Implemented by each consume-process-produce service.
+pub trait BatchHandler: Send {
+    /// Handles one batch. Returning `Ok` means every record was processed: its outputs were
+    /// sent through `out` (or it was dead-lettered). Returning `Err` stops the loop with no
+    /// offset of this batch stored, so the records are read again after a restart.
+    fn handle(
+        &mut self,
+        batch: &[InboundRecord],
+        out: &mut Output<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called when partitions were taken from this consumer: drop any state kept for them.
+    /// Their offsets were committed up to the last batch handled.
+    fn partitions_revoked(&mut self, _partitions: &[(String, i32)]) {}
+}
+
+/// Settings of one consumer loop.
+#[derive(Debug, Clone)]
+pub struct ConsumerLoopConfig {
+    /// Consumer group.
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Stage name for dead letters (`dlq.<stage>`) and logs.
+    pub stage: String,
+    /// Largest batch handed to the handler.
+    pub max_batch_records: usize,
+    /// Longest time to wait for a batch to fill.
+    pub max_batch_wait: Duration,
+    /// Where a new group starts: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+}
+
+impl ConsumerLoopConfig {
+    /// Defaults: batches of up to 1,000 records or 100 ms, new groups start at the earliest offset.
+    pub fn new(group_id: impl Into<String>, topics: Vec<String>, stage: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            topics,
+            stage: stage.into(),
+            max_batch_records: 1000,
+            max_batch_wait: Duration::from_millis(100),
+            auto_offset_reset: "earliest".to_string(),
+        }
+    }
+}
+
+/// What a consumer loop did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Batches handled.
+    pub batches: u64,
+    /// Records handled.
+    pub records: u64,
+}
+
+struct LoopContext {
+    revoked: Mutex<Vec<(String, i32)>>,
+    metrics: BusMetrics,
+}
+
+impl ClientContext for LoopContext {}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.metrics.rebalances.inc();
+            // The loop handles a batch to the end before it polls again, so every offset stored
+            // so far belongs to finished work: commit it before the partitions move.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => warn!(%error, "commit on revocation failed"),
+            }
+            let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+            for e in tpl.elements() {
+                revoked.push((e.topic().to_string(), e.partition()));
+            }
+            info!(partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+/// Runs the at-least-once consumer loop until `shutdown` is cancelled or an error stops it.
+///
+/// Records are handed to `handler` in batches. Offsets of a batch are stored only after the
+/// handler returned `Ok` and the broker acknowledged everything it produced; librdkafka commits
+/// stored offsets every second, on revocation, and once more when the loop stops. On shutdown
+/// the batch in hand is finished, its offsets stored and committed, then the loop returns.
+pub async fn run_consumer<H: BatchHandler>(
+    kafka: &KafkaConfig,
+    config: &ConsumerLoopConfig,
+    producer: &Producer,
+    metrics: &BusMetrics,
+    handler: &mut H,
+    shutdown: CancellationToken,
+) -> Result<LoopStats, BusError> {
+    let context = LoopContext {
+        revoked: Mutex::new(Vec::new()),
+        metrics: metrics.clone(),
+    };
+    let consumer: StreamConsumer<LoopContext> = kafka
+        .client_config()
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &config.auto_offset_reset)
+        .set("enable.partition.eof", "false")
+        .create_with_context(context)
+        .map_err(BusError::Client)?;
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(BusError::Client)?;
+    info!(group = %config.group_id, topics = ?config.topics, stage = %config.stage, "consumer started");
+
+    let mut stats = LoopStats::default();
+    let result = consume_batches(
+        &consumer, config, producer, metrics, handler, &shutdown, &mut stats,
+    )
+    .await;
+
+    // Whatever happened, commit what was stored: it belongs to finished batches only.
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => {
+            warn!(%error, "final commit failed");
+            if result.is_ok() {
+                return Err(BusError::Commit(error));
+            }
+        }
+    }
+    consumer.unsubscribe();
+    info!(
+        batches = stats.batches,
+        records = stats.records,
+        "consumer stopped"
+    );
+    result.map(|()| stats)
+}
+
+async fn consume_batches<H: BatchHandler>(
+    consumer: &StreamConsumer<LoopContext>,
+    config: &ConsumerLoopConfig,
+    producer: &Producer,
+    metrics: &BusMetrics,
+    handler: &mut H,
+    shutdown: &CancellationToken,
+    stats: &mut LoopStats,
+) -> Result<(), BusError> {
+    let mut batch: Vec<InboundRecord> = Vec::with_capacity(config.max_batch_records);
+    while !shutdown.is_cancelled() {
+        batch.clear();
+        // Wait for the first record, or for shutdown.
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            received = consumer.recv() => batch.push(owned(&received.map_err(BusError::Consume)?)),
+        }
+        // Fill the batch until it is full or the wait is over.
+        let deadline = tokio::time::Instant::now() + config.max_batch_wait;
+        while batch.len() < config.max_batch_records {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(received) => batch.push(owned(&received.map_err(BusError::Consume)?)),
+                Err(_elapsed) => break,
+            }
+        }
+        let revoked = std::mem::take(
+            &mut *consumer
+                .context()
+                .revoked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if !revoked.is_empty() {
+            handler.partitions_revoked(&revoked);
+        }
+
+        let mut out = Output {
+            producer,
+            stage: &config.stage,
+            pending: Vec::new(),
+            dead_letters: BTreeMap::new(),
+        };
+        metrics.batches.inc();
+        if let Err(e) = handler.handle(&batch, &mut out).await {
+            metrics.handler_errors.inc();
+            // Outputs already handed to the producer may still land: duplicates, never loss.
+            return Err(BusError::Handler(e));
+        }
+        let Output {
+            pending,
+            dead_letters,
+            ..
+        } = out;
+        producer.settle(pending).await?;
+        for (topic, n) in dead_letters {
+            BusMetrics::add(&metrics.dead_letters, &topic, n);
+        }
+        store_offsets(consumer, &batch)?;
+        count_consumed(metrics, &batch);
+        stats.batches += 1;
+        stats.records += batch.len() as u64;
+    }
+    Ok(())
+}
+
+fn store_offsets(
+    consumer: &StreamConsumer<LoopContext>,
+    batch: &[InboundRecord],
+) -> Result<(), BusError> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for r in batch {
+        let e = next.entry((&r.topic, r.partition)).or_insert(r.offset + 1);
+        *e = (*e).max(r.offset + 1);
+    }
+    for ((topic, partition), offset) in next {
+        match consumer.store_offset(topic, partition, offset) {
+            Ok(()) => {}
+            // The partition was revoked while the batch was handled: its new owner reads it
+            // again from the last commit (at-least-once).
+            Err(KafkaError::StoreOffset(
+                RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition,
+            )) => {
+                debug!(
+                    topic,
+                    partition, offset, "offset not stored: partition no longer assigned"
+                );
+            }
+            Err(e) => return Err(BusError::Commit(e)),
+        }
+    }
+    Ok(())
+}
+
+fn count_consumed(metrics: &BusMetrics, batch: &[InboundRecord]) {
+    let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in batch {
+        *per_topic.entry(&r.topic).or_default() += 1;
+    }
+    for (topic, n) in per_topic {
+        BusMetrics::add(&metrics.consumed, topic, n);
+    }
+}
+
+fn owned<M: Message>(m: &M) -> InboundRecord {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    InboundRecord {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp().to_millis(),
+        headers,
+    }
+}

@@ -1,0 +1,55 @@
+//! The Kafka bus: client settings, the idempotent producer, the at-least-once consumer loop (the
+//! only Kafka consume loop in the code base), topic administration and dead-lettering.
+
+mod admin;
+mod consumer;
+mod dlq;
+mod metrics;
+mod producer;
+mod settings;
+
+pub use admin::{TopicOutcome, TopicSpec, create_topics};
+pub use consumer::{
+    BatchHandler, ConsumerLoopConfig, HandlerError, InboundRecord, LoopStats, Output, run_consumer,
+};
+pub use dlq::{DLQ_HEADERS, DeadLetter, dead_letter_record, dlq_topic};
+pub use metrics::BusMetrics;
+pub use producer::{Delivered, OutboundRecord, Producer};
+pub use settings::KafkaConfig;
+
+/// An error of the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// librdkafka rejected the configuration or failed to create a client.
+    #[error("kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    /// The producer's local queue is full: the caller should slow down and retry.
+    #[error("producer queue is full")]
+    QueueFull,
+    /// A record was not acknowledged by the broker.
+    #[error("delivery to {topic} failed: {source}")]
+    Delivery {
+        /// The topic.
+        topic: String,
+        /// The cause.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Receiving from the broker failed in a way the consumer cannot continue from.
+    #[error("consume: {0}")]
+    Consume(#[source] rdkafka::error::KafkaError),
+    /// Storing or committing offsets failed.
+    #[error("offset commit: {0}")]
+    Commit(#[source] rdkafka::error::KafkaError),
+    /// The batch handler failed; no offset of the batch was stored.
+    #[error("handler: {0}")]
+    Handler(#[source] HandlerError),
+    /// A topic operation failed.
+    #[error("topic admin for {topic}: {message}")]
+    Admin {
+        /// The topic.
+        topic: String,
+        /// What the broker said.
+        message: String,
+    },
+}

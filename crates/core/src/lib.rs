@@ -1,0 +1,12 @@
+//! The shared library of the Tributary services.
+//!
+//! Every service is a thin binary over this crate: configuration ([`config`]), logs and metrics
+//! ([`telemetry`]), the Kafka client and the one consume/produce loop ([`bus`]), the topic catalog,
+//! Confluent wire format, registry client and Avro/Arrow codecs ([`schema`]), and object storage
+//! with Parquet ([`lake`]).
+
+pub mod bus;
+pub mod config;
+pub mod lake;
+pub mod schema;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Avro <-> Arrow conversion in batches.

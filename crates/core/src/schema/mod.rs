@@ -1,0 +1,8 @@
+//! Schemas: the topic catalog, the Confluent wire format, the registry client, and the Avro
+//! codecs (JSON -> Avro validation, Avro <-> Arrow in batches).
+
+pub mod arrow;
+pub mod catalog;
+pub mod json;
+pub mod registry;
+pub mod wire;

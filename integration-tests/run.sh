@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The test command: on a fresh machine it installs what is missing (idempotently), then runs the
+# format check, clippy with -D warnings, the unit tests and the integration tests.
+#
+#   bash integration-tests/run.sh
+#
+# Caches live outside the work tree so repeated runs and CI clones reuse them:
+#   TRIBUTARY_CACHE   (default ~/.cache/tributary): the Tansu broker binary
+#   CARGO_TARGET_DIR  (default $TRIBUTARY_CACHE/target): the shared build directory
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANSU_VERSION=0.6.0
+CACHE="${TRIBUTARY_CACHE:-$HOME/.cache/tributary}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+export TANSU_BIN="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$CACHE"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+# librdkafka is built from source by rdkafka-sys: a C toolchain, make, pkg-config, OpenSSL and zlib.
+missing=()
+command -v cc >/dev/null || missing+=(gcc)
+command -v make >/dev/null || missing+=(make)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v psql >/dev/null || missing+=(postgresql-client)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+else
+  echo "present"
+fi
+
+step "rust components"
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+if ! command -v cargo-nextest >/dev/null; then
+  cargo install cargo-nextest --locked
+fi
+echo "cargo $(cargo --version | cut -d' ' -f2), $(cargo nextest --version | head -1)"
+
+step "tansu $TANSU_VERSION (the test broker)"
+if [ -x "$TANSU_BIN" ] && "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "cached at $TANSU_BIN"
+else
+  echo "building tansu (about 8 minutes on 2 cores, once per machine)"
+  CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --locked --version "$TANSU_VERSION" \
+    --features libsql --root "$CACHE/tansu-$TANSU_VERSION"
+  rm -rf "$CACHE/tansu-build"
+fi
+
+step "python packages"
+if python3 -c 'import moto, flask' 2>/dev/null && command -v moto_server >/dev/null; then
+  echo "present"
+else
+  python3 -m pip install --quiet --disable-pip-version-check -r integration-tests/requirements.txt
+fi
+
+step "postgresql"
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+fi
+pg_isready -h 127.0.0.1 -p 5432
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit and integration tests"
+cargo nextest run --workspace --locked --no-fail-fast

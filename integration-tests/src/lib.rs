@@ -1,0 +1,266 @@
+//! The test harness: real services on loopback for integration tests.
+//!
+//! - [`Broker`]: a Tansu Kafka-API broker with SQLite storage in a temporary folder, on a free port
+//!   (the binary is installed by `integration-tests/run.sh`; `TANSU_BIN` overrides where it is).
+//! - [`S3`]: moto's S3 server on a free port, with a fresh bucket.
+//! - [`TestDatabase`]: a fresh database on the machine's PostgreSQL, dropped afterwards.
+//! - [`unique`]: random topic and group names, so tests never share state and can run twice.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tributary_core::bus::KafkaConfig;
+
+/// Version of Tansu the tests are pinned to.
+pub const TANSU_VERSION: &str = "0.6.0";
+
+/// A random name with a prefix, e.g. `t-loop-3f9a2c71`.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::rng().random();
+    format!("{prefix}-{n:08x}")
+}
+
+/// Installs a log subscriber for a test (once per process; later calls do nothing).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status} before listening on port {port}");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on port {port} within {timeout:?}")
+}
+
+/// Where the Tansu binary is: `TANSU_BIN`, else the cache `run.sh` installs into, else `PATH`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TANSU_BIN") {
+        return PathBuf::from(bin);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let cached = home.join(format!(".cache/tributary/tansu-{TANSU_VERSION}/bin/tansu"));
+    if cached.exists() { cached } else { PathBuf::from("tansu") }
+}
+
+/// A Tansu broker with SQLite storage, killed when dropped.
+#[derive(Debug)]
+pub struct Broker {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts a broker on a free loopback port and waits until it answers metadata requests.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir().context("create broker folder")?;
+        let mut broker = Self { port: free_port()?, dir, child: None };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log"))?;
+        let mut child = Command::new(tansu_binary())
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| {
+                format!("start tansu ({}); run integration-tests/run.sh to install it", tansu_binary().display())
+            })?;
+        wait_for_port(self.port, &mut child, "tansu", Duration::from_secs(30))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let consumer: BaseConsumer = self.kafka().client_config().create()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+                Ok(md) if !md.brokers().is_empty() => return Ok(()),
+                result if Instant::now() > deadline => bail!("tansu not ready: {:?}", result.err()),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// `host:port` of the broker.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Client settings for this broker.
+    pub fn kafka(&self) -> KafkaConfig {
+        let mut k = KafkaConfig::new(self.bootstrap());
+        k.linger_ms = 5;
+        k
+    }
+
+    /// Kills the broker with SIGKILL (its data stays).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the broker again on the same port and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    /// Folder holding the broker's data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// moto's S3 server on loopback, with one fresh bucket; killed when dropped.
+#[derive(Debug)]
+pub struct S3 {
+    port: u16,
+    child: Child,
+    /// The bucket created for the test.
+    pub bucket: String,
+}
+
+impl S3 {
+    /// Starts `moto_server` on a free port and creates a bucket.
+    pub async fn start() -> Result<Self> {
+        let port = free_port()?;
+        let mut child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start moto_server (pip install 'moto[server]'; integration-tests/run.sh does)")?;
+        wait_for_port(port, &mut child, "moto_server", Duration::from_secs(30))?;
+        let s3 = Self { port, child, bucket: unique("lake") };
+        let response = reqwest::Client::new().put(format!("{}/{}", s3.endpoint(), s3.bucket)).send().await?;
+        if !response.status().is_success() {
+            bail!("creating bucket {} answered {}", s3.bucket, response.status());
+        }
+        Ok(s3)
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Lake settings for `s3://<bucket>/<prefix>` on this server.
+    pub fn lake(&self, prefix: &str) -> tributary_core::lake::LakeConfig {
+        let mut c = tributary_core::lake::LakeConfig::new(format!("s3://{}/{prefix}", self.bucket));
+        c.s3_endpoint = Some(self.endpoint());
+        c.s3_region = Some("us-east-1".into());
+        c.s3_access_key_id = Some(tributary_core::config::Secret::new("test"));
+        c.s3_secret_access_key = Some(tributary_core::config::Secret::new("test"));
+        c.allow_http = true;
+        c
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Address of the machine's PostgreSQL (`TRIBUTARY_TEST_PG` overrides), trust auth as `postgres`.
+pub fn postgres_base() -> String {
+    std::env::var("TRIBUTARY_TEST_PG").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".to_string())
+}
+
+/// A fresh database on the machine's PostgreSQL, dropped when the value is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Database name.
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// Creates a database with a random name.
+    pub async fn create() -> Result<Self> {
+        let name = unique("t").replace('-', "_");
+        let client = connect(&postgres_base()).await?;
+        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.context("create test database")?;
+        Ok(Self { name })
+    }
+
+    /// Connection string of the database.
+    pub fn connection_string(&self) -> String {
+        format!("{} dbname={}", postgres_base(), self.name)
+    }
+
+    /// Connects to the database.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+        connect(&self.connection_string()).await
+    }
+}
+
+async fn connect(conn: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connect to postgresql ({conn})"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async context: a short-lived thread with its own runtime.
+        let base = postgres_base();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = connect(&base).await?;
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+    }
+}
