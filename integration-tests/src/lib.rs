@@ -60,9 +60,15 @@ pub fn tansu_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("TANSU_BIN") {
         return PathBuf::from(bin);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     let cached = home.join(format!(".cache/tributary/tansu-{TANSU_VERSION}/bin/tansu"));
-    if cached.exists() { cached } else { PathBuf::from("tansu") }
+    if cached.exists() {
+        cached
+    } else {
+        PathBuf::from("tansu")
+    }
 }
 
 /// A Tansu broker with SQLite storage, killed when dropped.
@@ -77,7 +83,11 @@ impl Broker {
     /// Starts a broker on a free loopback port and waits until it answers metadata requests.
     pub fn start() -> Result<Self> {
         let dir = tempfile::tempdir().context("create broker folder")?;
-        let mut broker = Self { port: free_port()?, dir, child: None };
+        let mut broker = Self {
+            port: free_port()?,
+            dir,
+            child: None,
+        };
         broker.spawn()?;
         Ok(broker)
     }
@@ -87,7 +97,13 @@ impl Broker {
         let log = std::fs::File::create(self.dir.path().join("tansu.log"))?;
         let mut child = Command::new(tansu_binary())
             .current_dir(self.dir.path())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -95,7 +111,10 @@ impl Broker {
             .stderr(log)
             .spawn()
             .with_context(|| {
-                format!("start tansu ({}); run integration-tests/run.sh to install it", tansu_binary().display())
+                format!(
+                    "start tansu ({}); run integration-tests/run.sh to install it",
+                    tansu_binary().display()
+                )
             })?;
         wait_for_port(self.port, &mut child, "tansu", Duration::from_secs(30))?;
         self.child = Some(child);
@@ -172,12 +191,25 @@ impl S3 {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("start moto_server (pip install 'moto[server]'; integration-tests/run.sh does)")?;
+            .context(
+                "start moto_server (pip install 'moto[server]'; integration-tests/run.sh does)",
+            )?;
         wait_for_port(port, &mut child, "moto_server", Duration::from_secs(30))?;
-        let s3 = Self { port, child, bucket: unique("lake") };
-        let response = reqwest::Client::new().put(format!("{}/{}", s3.endpoint(), s3.bucket)).send().await?;
+        let s3 = Self {
+            port,
+            child,
+            bucket: unique("lake"),
+        };
+        let response = reqwest::Client::new()
+            .put(format!("{}/{}", s3.endpoint(), s3.bucket))
+            .send()
+            .await?;
         if !response.status().is_success() {
-            bail!("creating bucket {} answered {}", s3.bucket, response.status());
+            bail!(
+                "creating bucket {} answered {}",
+                s3.bucket,
+                response.status()
+            );
         }
         Ok(s3)
     }
@@ -208,7 +240,8 @@ impl Drop for S3 {
 
 /// Address of the machine's PostgreSQL (`TRIBUTARY_TEST_PG` overrides), trust auth as `postgres`.
 pub fn postgres_base() -> String {
-    std::env::var("TRIBUTARY_TEST_PG").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".to_string())
+    std::env::var("TRIBUTARY_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".to_string())
 }
 
 /// A fresh database on the machine's PostgreSQL, dropped when the value is dropped.
@@ -223,7 +256,10 @@ impl TestDatabase {
     pub async fn create() -> Result<Self> {
         let name = unique("t").replace('-', "_");
         let client = connect(&postgres_base()).await?;
-        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.context("create test database")?;
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .context("create test database")?;
         Ok(Self { name })
     }
 
@@ -254,10 +290,14 @@ impl Drop for TestDatabase {
         let base = postgres_base();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async {
                 let client = connect(&base).await?;
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await?;
                 anyhow::Ok(())
             })
         })

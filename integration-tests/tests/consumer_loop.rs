@@ -14,8 +14,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tributary_core::bus::{
-    BatchHandler, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord, Output,
-    Producer, TopicSpec, create_topics, run_consumer,
+    BatchHandler, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord,
+    Output, Producer, TopicSpec, create_topics, run_consumer,
 };
 use tributary_core::schema::wire;
 use tributary_integration_tests::{Broker, init_logs, unique};
@@ -35,7 +35,11 @@ struct Echo {
 }
 
 impl BatchHandler for Echo {
-    async fn handle(&mut self, batch: &[InboundRecord], out: &mut Output<'_>) -> Result<(), HandlerError> {
+    async fn handle(
+        &mut self,
+        batch: &[InboundRecord],
+        out: &mut Output<'_>,
+    ) -> Result<(), HandlerError> {
         let mut seqs = Vec::with_capacity(batch.len());
         for record in batch {
             let payload = record.payload.as_deref().ok_or("tombstone")?;
@@ -50,10 +54,15 @@ impl BatchHandler for Echo {
                 return Err("no seq".into());
             };
             if seq % 1000 == 0 {
-                out.dead_letter(record, "test", &format!("seq {seq} is a multiple of 1000")).await?;
-            } else {
-                out.send(OutboundRecord::new(&self.output_topic, record.key.clone(), seq.to_string().into_bytes()))
+                out.dead_letter(record, "test", &format!("seq {seq} is a multiple of 1000"))
                     .await?;
+            } else {
+                out.send(OutboundRecord::new(
+                    &self.output_topic,
+                    record.key.clone(),
+                    seq.to_string().into_bytes(),
+                ))
+                .await?;
             }
             seqs.push(*seq);
         }
@@ -63,7 +72,9 @@ impl BatchHandler for Echo {
 }
 
 fn distinct(seen: &Mutex<Vec<i64>>) -> usize {
-    seen.lock().map(|s| s.iter().collect::<BTreeSet<_>>().len()).unwrap_or(0)
+    seen.lock()
+        .map(|s| s.iter().collect::<BTreeSet<_>>().len())
+        .unwrap_or(0)
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
@@ -89,7 +100,11 @@ async fn at_least_once_across_an_unclean_stop() -> Result<()> {
     let dlq = format!("dlq.{stage}");
     let specs: Vec<TopicSpec> = [&input, &output, &dlq]
         .iter()
-        .map(|name| TopicSpec { name: (*name).clone(), partitions: PARTITIONS, config: vec![] })
+        .map(|name| TopicSpec {
+            name: (*name).clone(),
+            partitions: PARTITIONS,
+            config: vec![],
+        })
         .collect();
     create_topics(&kafka, &specs).await?;
 
@@ -101,11 +116,18 @@ async fn at_least_once_across_an_unclean_stop() -> Result<()> {
         .map(|seq| {
             let value = Value::Record(vec![
                 ("seq".into(), Value::Long(seq)),
-                ("sensor".into(), Value::String(format!("sensor-{}", seq % 17))),
+                (
+                    "sensor".into(),
+                    Value::String(format!("sensor-{}", seq % 17)),
+                ),
                 ("value".into(), Value::Double(seq as f64 * 0.5)),
             ]);
             let body = to_avro_datum(&schema, value)?;
-            Ok(OutboundRecord::new(&input, Some(format!("sensor-{}", seq % 17).into_bytes()), wire::frame(SCHEMA_ID, &body)))
+            Ok(OutboundRecord::new(
+                &input,
+                Some(format!("sensor-{}", seq % 17).into_bytes()),
+                wire::frame(SCHEMA_ID, &body),
+            ))
         })
         .collect::<Result<_>>()?;
     for chunk in records.chunks(2000) {
@@ -118,33 +140,79 @@ async fn at_least_once_across_an_unclean_stop() -> Result<()> {
 
     // First consumer: dropped mid-way (its task aborted), no clean shutdown.
     let first = {
-        let (kafka, config, producer, metrics) = (kafka.clone(), config.clone(), producer.clone(), metrics.clone());
-        let mut handler = Echo { schema: schema.clone(), output_topic: output.clone(), seen: seen.clone() };
+        let (kafka, config, producer, metrics) = (
+            kafka.clone(),
+            config.clone(),
+            producer.clone(),
+            metrics.clone(),
+        );
+        let mut handler = Echo {
+            schema: schema.clone(),
+            output_topic: output.clone(),
+            seen: seen.clone(),
+        };
         tokio::spawn(async move {
-            run_consumer(&kafka, &config, &producer, &metrics, &mut handler, CancellationToken::new()).await
+            run_consumer(
+                &kafka,
+                &config,
+                &producer,
+                &metrics,
+                &mut handler,
+                CancellationToken::new(),
+            )
+            .await
         })
     };
-    wait_until("the first consumer to see 4,000 records", Duration::from_secs(120), || distinct(&seen) >= 4000).await?;
+    wait_until(
+        "the first consumer to see 4,000 records",
+        Duration::from_secs(120),
+        || distinct(&seen) >= 4000,
+    )
+    .await?;
     first.abort();
     let _ = first.await;
     let before_restart = distinct(&seen);
-    assert!(before_restart < RECORDS as usize, "the first consumer must be stopped mid-way, saw {before_restart}");
+    assert!(
+        before_restart < RECORDS as usize,
+        "the first consumer must be stopped mid-way, saw {before_restart}"
+    );
 
     // Second consumer in the same group: resumes from the committed offsets.
     let shutdown = CancellationToken::new();
     let second = {
-        let (kafka, config, producer, metrics, shutdown) =
-            (kafka.clone(), config.clone(), producer.clone(), metrics.clone(), shutdown.clone());
-        let mut handler = Echo { schema: schema.clone(), output_topic: output.clone(), seen: seen.clone() };
-        tokio::spawn(async move { run_consumer(&kafka, &config, &producer, &metrics, &mut handler, shutdown).await })
+        let (kafka, config, producer, metrics, shutdown) = (
+            kafka.clone(),
+            config.clone(),
+            producer.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        let mut handler = Echo {
+            schema: schema.clone(),
+            output_topic: output.clone(),
+            seen: seen.clone(),
+        };
+        tokio::spawn(async move {
+            run_consumer(&kafka, &config, &producer, &metrics, &mut handler, shutdown).await
+        })
     };
-    wait_until("every record to be seen", Duration::from_secs(180), || distinct(&seen) == RECORDS as usize).await?;
+    wait_until("every record to be seen", Duration::from_secs(180), || {
+        distinct(&seen) == RECORDS as usize
+    })
+    .await?;
     shutdown.cancel();
     let stats = second.await?.context("second consumer")?;
 
-    let all = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let all = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     let unique_seqs: BTreeSet<i64> = all.iter().copied().collect();
-    assert_eq!(unique_seqs, (0..RECORDS).collect::<BTreeSet<_>>(), "every record seen at least once");
+    assert_eq!(
+        unique_seqs,
+        (0..RECORDS).collect::<BTreeSet<_>>(),
+        "every record seen at least once"
+    );
     let duplicates = all.len() - unique_seqs.len();
     println!(
         "seen {} deliveries of {RECORDS} records ({duplicates} duplicates after the unclean stop); \
@@ -164,7 +232,11 @@ async fn at_least_once_across_an_unclean_stop() -> Result<()> {
     for p in 0..PARTITIONS {
         let (_low, high) = probe.fetch_watermarks(&input, p, Duration::from_secs(10))?;
         let offset = committed.find_partition(&input, p).map(|e| e.offset());
-        assert_eq!(offset, Some(Offset::Offset(high)), "partition {p}: committed offset vs high-water mark {high}");
+        assert_eq!(
+            offset,
+            Some(Offset::Offset(high)),
+            "partition {p}: committed offset vs high-water mark {high}"
+        );
         total += high;
     }
     assert_eq!(total, RECORDS);
@@ -173,13 +245,28 @@ async fn at_least_once_across_an_unclean_stop() -> Result<()> {
     let (outputs, letters) = read_outputs(&kafka, &output, &dlq).await?;
     let expected_out: BTreeSet<i64> = (0..RECORDS).filter(|s| s % 1000 != 0).collect();
     assert_eq!(outputs, expected_out);
-    assert_eq!(letters.len(), 10, "one dead letter per multiple of 1000: {letters:?}");
+    assert_eq!(
+        letters.len(),
+        10,
+        "one dead letter per multiple of 1000: {letters:?}"
+    );
     for headers in letters.values() {
         assert_eq!(headers.get("tributary.source.topic"), Some(&input));
         assert_eq!(headers.get("tributary.stage"), Some(&stage));
-        assert_eq!(headers.get("tributary.error.class"), Some(&"test".to_string()));
-        assert!(headers.get("tributary.source.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
-        assert!(headers.get("tributary.error.message").is_some_and(|m| m.contains("multiple of 1000")));
+        assert_eq!(
+            headers.get("tributary.error.class"),
+            Some(&"test".to_string())
+        );
+        assert!(
+            headers
+                .get("tributary.source.offset")
+                .is_some_and(|o| o.parse::<i64>().is_ok())
+        );
+        assert!(
+            headers
+                .get("tributary.error.message")
+                .is_some_and(|m| m.contains("multiple of 1000"))
+        );
     }
     Ok(())
 }
@@ -200,8 +287,12 @@ async fn read_outputs(
     let mut outputs = BTreeSet::new();
     let mut letters = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while (outputs.len() < (RECORDS - 10) as usize || letters.len() < 10) && Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+    while (outputs.len() < (RECORDS - 10) as usize || letters.len() < 10)
+        && Instant::now() < deadline
+    {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let message = message?;
         let payload = message.payload().unwrap_or_default();
         if message.topic() == output {
@@ -211,7 +302,12 @@ async fn read_outputs(
                 .headers()
                 .map(|hs| {
                     hs.iter()
-                        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

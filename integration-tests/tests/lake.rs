@@ -16,25 +16,46 @@ use tributary_core::lake::{Lake, LakeConfig};
 use tributary_integration_tests::{S3, unique};
 
 fn sample_batch(rows: usize) -> Result<RecordBatch> {
-    let page = Fields::from(vec![Field::new("url", DataType::Utf8, false), Field::new("referrer", DataType::Utf8, true)]);
+    let page = Fields::from(vec![
+        Field::new("url", DataType::Utf8, false),
+        Field::new("referrer", DataType::Utf8, true),
+    ]);
     let schema = Arc::new(Schema::new(vec![
         Field::new("offset", DataType::Int64, false),
         Field::new("user", DataType::Utf8, false),
-        Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), false),
+        Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            false,
+        ),
         Field::new("amount", DataType::Decimal128(12, 2), true),
         Field::new("score", DataType::Float64, true),
         Field::new("page", DataType::Struct(page.clone()), false),
         Field::new("tags", DataType::new_list(DataType::Int64, true), true),
     ]));
     let n = rows as i64;
-    let urls: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("https://shop.test/p/{i}"))));
-    let referrers: ArrayRef = Arc::new(StringArray::from_iter((0..n).map(|i| (i % 3 == 0).then(|| "search".to_string()))));
+    let urls: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..n).map(|i| format!("https://shop.test/p/{i}")),
+    ));
+    let referrers: ArrayRef = Arc::new(StringArray::from_iter(
+        (0..n).map(|i| (i % 3 == 0).then(|| "search".to_string())),
+    ));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(0..n)),
-        Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("user-{}", i % 97)))),
-        Arc::new(TimestampMicrosecondArray::from_iter_values((0..n).map(|i| 1_700_000_000_000_000 + i)).with_timezone("+00:00")),
-        Arc::new(Decimal128Array::from_iter((0..n).map(|i| (i % 5 != 0).then_some(i128::from(i) * 101))).with_precision_and_scale(12, 2)?),
-        Arc::new(Float64Array::from_iter((0..n).map(|i| (i % 7 != 0).then_some(i as f64 / 3.0)))),
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("user-{}", i % 97)),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values((0..n).map(|i| 1_700_000_000_000_000 + i))
+                .with_timezone("+00:00"),
+        ),
+        Arc::new(
+            Decimal128Array::from_iter((0..n).map(|i| (i % 5 != 0).then_some(i128::from(i) * 101)))
+                .with_precision_and_scale(12, 2)?,
+        ),
+        Arc::new(Float64Array::from_iter(
+            (0..n).map(|i| (i % 7 != 0).then_some(i as f64 / 3.0)),
+        )),
         Arc::new(StructArray::new(page, vec![urls, referrers], None)),
         Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
             (0..n).map(|i| (i % 4 != 0).then(|| (0..i % 5).map(Some).collect::<Vec<_>>())),
@@ -45,8 +66,15 @@ fn sample_batch(rows: usize) -> Result<RecordBatch> {
 
 async fn round_trip(lake: &Lake) -> Result<()> {
     let batch = sample_batch(50_000)?;
-    let path = lake.path(&format!("{}/dt=2026-11-28/hr=23/part+0+0.parquet", unique("topic")));
-    let mut sink = lake.parquet_writer(path.clone(), batch.schema(), WriterProperties::builder().build())?;
+    let path = lake.path(&format!(
+        "{}/dt=2026-11-28/hr=23/part+0+0.parquet",
+        unique("topic")
+    ));
+    let mut sink = lake.parquet_writer(
+        path.clone(),
+        batch.schema(),
+        WriterProperties::builder().build(),
+    )?;
     for start in (0..batch.num_rows()).step_by(10_000) {
         sink.write(&batch.slice(start, 10_000)).await?;
     }
@@ -54,7 +82,9 @@ async fn round_trip(lake: &Lake) -> Result<()> {
     assert_eq!(metadata.file_metadata().num_rows(), 50_000);
 
     let bytes = lake.store().get(&path).await?.bytes().await?;
-    let read = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?.collect::<Result<Vec<_>, _>>()?;
+    let read = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?;
     let read = arrow::compute::concat_batches(&batch.schema(), &read)?;
     assert_eq!(read, batch);
     Ok(())
@@ -88,7 +118,10 @@ async fn memory_lake_round_trip() -> Result<()> {
 #[test]
 fn bad_lake_urls_are_clear_errors() {
     for url in ["not a url", "ftp://x/y", "file://relative"] {
-        let err = Lake::open(&LakeConfig::new(url)).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Lake::open(&LakeConfig::new(url))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("invalid lake url"), "{url}: {err}");
     }
 }
@@ -97,7 +130,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
-        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+        if path.is_dir() {
+            out.extend(walk(&path))
+        } else {
+            out.push(path)
+        }
     }
     out
 }

@@ -9,4 +9,5 @@ pub mod bus;
 pub mod config;
 pub mod lake;
 pub mod schema;
+pub mod shutdown;
 pub mod telemetry;
