@@ -15,12 +15,13 @@ use tributary_integration_tests::{Broker, unique};
 const RECORDS: usize = 20_000;
 const PARTITIONS: i32 = 2;
 
-fn start(broker: &Broker, input: &str, output: &str, group: &str) -> Result<Child> {
+fn start(broker: &Broker, input: &str, output: &str, group: &str, pause_ms: u32) -> Result<Child> {
     Command::new(env!("CARGO_BIN_EXE_echo-service"))
         .env("BOOTSTRAP", broker.bootstrap())
         .env("INPUT", input)
         .env("OUTPUT", output)
         .env("GROUP", group)
+        .env("PAUSE_MS", pause_ms.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -109,7 +110,7 @@ async fn sigterm_finishes_the_batch_and_commits() -> Result<()> {
     let mut seen = BTreeSet::new();
 
     // Stop the service with SIGTERM while it is forwarding.
-    let mut service = start(&broker, &input, &output, &group)?;
+    let mut service = start(&broker, &input, &output, &group, 100)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < 3000 {
         if Instant::now() > deadline {
@@ -156,7 +157,7 @@ async fn sigterm_finishes_the_batch_and_commits() -> Result<()> {
     );
 
     // A restart forwards the rest; at the end the group is at the high-water marks.
-    let mut service = start(&broker, &input, &output, &group)?;
+    let mut service = start(&broker, &input, &output, &group, 0)?;
     let deadline = Instant::now() + Duration::from_secs(180);
     while seen.len() < RECORDS && Instant::now() < deadline {
         forwarded(&reader, &mut seen, Duration::from_millis(500))?;

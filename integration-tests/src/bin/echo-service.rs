@@ -1,6 +1,6 @@
 //! A minimal consume -> produce service over the shared loop, run as a child process by the
 //! SIGTERM test: it forwards every record to an output topic with its source position in headers.
-//! Settings come from the environment: BOOTSTRAP, INPUT, OUTPUT, GROUP.
+//! Settings come from the environment: BOOTSTRAP, INPUT, OUTPUT, GROUP, PAUSE_MS.
 
 use anyhow::{Context, Result};
 use tributary_core::bus::{
@@ -10,6 +10,8 @@ use tributary_core::bus::{
 
 struct Forward {
     output: String,
+    /// Pause after each batch, so that a test can stop the service mid-stream.
+    pause: std::time::Duration,
 }
 
 impl BatchHandler for Forward {
@@ -30,6 +32,7 @@ impl BatchHandler for Forward {
             ];
             out.send(record).await?;
         }
+        tokio::time::sleep(self.pause).await;
         Ok(())
     }
 }
@@ -39,12 +42,18 @@ async fn main() -> Result<()> {
     tributary_integration_tests::init_logs();
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let kafka = KafkaConfig::new(env("BOOTSTRAP")?);
-    let config = ConsumerLoopConfig::new(env("GROUP")?, vec![env("INPUT")?], "echo");
+    let mut config = ConsumerLoopConfig::new(env("GROUP")?, vec![env("INPUT")?], "echo");
+    config.max_batch_records = 200;
+    let pause_ms: u64 = std::env::var("PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let metrics = BusMetrics::default();
     let producer = Producer::new(&kafka, metrics.clone())?;
     let shutdown = tributary_core::shutdown::on_signals()?;
     let mut handler = Forward {
         output: env("OUTPUT")?,
+        pause: std::time::Duration::from_millis(pause_ms),
     };
     let stats = run_consumer(&kafka, &config, &producer, &metrics, &mut handler, shutdown).await?;
     println!("stopped after {} records", stats.records);

@@ -299,12 +299,14 @@ fn store_offsets(
     consumer: &StreamConsumer<LoopContext>,
     batch: &[InboundRecord],
 ) -> Result<(), BusError> {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    // The last offset handled per partition. `rd_kafka_offset_store` stores `offset + 1` itself
+    // (the next offset to read, which is what Kafka commits), so it is given the last one.
+    let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for r in batch {
-        let e = next.entry((&r.topic, r.partition)).or_insert(r.offset + 1);
-        *e = (*e).max(r.offset + 1);
+        let e = last.entry((&r.topic, r.partition)).or_insert(r.offset);
+        *e = (*e).max(r.offset);
     }
-    for ((topic, partition), offset) in next {
+    for ((topic, partition), offset) in last {
         match consumer.store_offset(topic, partition, offset) {
             Ok(()) => {}
             // The partition was revoked while the batch was handled: its new owner reads it

@@ -7,9 +7,8 @@ use apache_avro::{Days, Decimal, Duration, Millis, Months, Uuid};
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{
     Date32Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int32Type, Int64Type,
-    IntervalMonthDayNanoType, IntervalUnit, Time32MillisecondType, Time64MicrosecondType,
-    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    UnionMode, i256,
+    IntervalMonthDayNanoType, IntervalUnit, Time32MillisecondType, Time64MicrosecondType, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, UnionMode, i256,
 };
 
 use super::*;
@@ -742,8 +741,7 @@ fn uuid_text_is_reencoded_canonically() {
     let mut encoder = AvroBatchEncoder::new(ID, UUIDS, batch.schema()).unwrap();
     let encoded = encoder.encode(batch).unwrap();
     let schema = apache_avro::Schema::parse_str(UUIDS).unwrap();
-    let read =
-        apache_avro::from_avro_datum(&schema, &mut &encoded[0][PREFIX_LEN..], None).unwrap();
+    let read = apache_avro::from_avro_datum(&schema, &mut &encoded[0][PREFIX_LEN..], None).unwrap();
     let expected = Uuid::parse_str(upper).unwrap();
     assert_eq!(
         read,
@@ -1556,8 +1554,7 @@ fn random_corruption_never_panics_and_accounts_for_every_payload() {
             // The intact records re-encode to their original bytes (a batch can fail to
             // encode when a corrupted record decoded to a value Avro cannot hold).
             for batch in &out.batches {
-                let mut encoder =
-                    AvroBatchEncoder::new(ID, schema, batch.batch.schema()).unwrap();
+                let mut encoder = AvroBatchEncoder::new(ID, schema, batch.batch.schema()).unwrap();
                 if let Ok(encoded) = encoder.encode(&batch.batch) {
                     for (payload, &index) in encoded.iter().zip(&batch.rows) {
                         if pristine[index] {
@@ -1621,8 +1618,7 @@ fn encoder_writes_hand_built_batches() {
     ];
     for (payload, value) in encoded.iter().zip(expected) {
         assert_eq!(payload[..PREFIX_LEN], [0, 0, 0, 0, 42]);
-        let read =
-            apache_avro::from_avro_datum(&avro, &mut &payload[PREFIX_LEN..], None).unwrap();
+        let read = apache_avro::from_avro_datum(&avro, &mut &payload[PREFIX_LEN..], None).unwrap();
         assert_eq!(read, value.clone());
         assert_eq!(
             payload.as_ref(),
