@@ -316,3 +316,118 @@ async fn read_outputs(
     }
     Ok((outputs, letters))
 }
+
+/// Remembers which partitions it was told it lost.
+struct Counting {
+    seen: Arc<Mutex<Vec<(i32, i64)>>>,
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+}
+
+impl BatchHandler for Counting {
+    async fn handle(
+        &mut self,
+        batch: &[InboundRecord],
+        _out: &mut Output<'_>,
+    ) -> Result<(), HandlerError> {
+        // Slow enough that the second consumer joins while the first is mid-stream.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.seen
+            .lock()
+            .map_err(|_| "poisoned")?
+            .extend(batch.iter().map(|r| (r.partition, r.offset)));
+        Ok(())
+    }
+
+    fn partitions_revoked(&mut self, partitions: &[(String, i32)]) {
+        if let Ok(mut r) = self.revoked.lock() {
+            r.extend_from_slice(partitions);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_mid_stream_loses_nothing() -> Result<()> {
+    init_logs();
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    let (topic, group) = (unique("t-rebalance"), unique("g-rebalance"));
+    let partitions = 4;
+    create_topics(
+        &kafka,
+        &[TopicSpec {
+            name: topic.clone(),
+            partitions,
+            config: vec![],
+        }],
+    )
+    .await?;
+    let producer = Producer::new(&kafka, BusMetrics::default())?;
+    let total = 8000;
+    let records: Vec<OutboundRecord> = (0..total)
+        .map(|i| {
+            let mut r = OutboundRecord::new(&topic, None, vec![1; 100]);
+            r.partition = Some(i % partitions);
+            r
+        })
+        .collect();
+    producer.send_all(&records).await?;
+
+    let mut config = ConsumerLoopConfig::new(&group, vec![topic.clone()], "rebalance");
+    config.max_batch_records = 50;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let revoked = Arc::new(Mutex::new(Vec::new()));
+    let shutdown = CancellationToken::new();
+    let spawn = |seen: Arc<Mutex<Vec<(i32, i64)>>>, revoked: Arc<Mutex<Vec<(String, i32)>>>| {
+        let (kafka, config, producer, shutdown) = (
+            kafka.clone(),
+            config.clone(),
+            producer.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let metrics = BusMetrics::default();
+            let mut handler = Counting { seen, revoked };
+            run_consumer(&kafka, &config, &producer, &metrics, &mut handler, shutdown).await
+        })
+    };
+    let first = spawn(seen.clone(), revoked.clone());
+    wait_until(
+        "the first consumer to start",
+        Duration::from_secs(60),
+        || seen.lock().map(|s| s.len() >= 500).unwrap_or(false),
+    )
+    .await?;
+    let second = spawn(seen.clone(), Arc::new(Mutex::new(Vec::new())));
+    let distinct = || {
+        seen.lock()
+            .map(|s| s.iter().collect::<BTreeSet<_>>().len())
+            .unwrap_or(0)
+    };
+    wait_until("every record", Duration::from_secs(180), || {
+        distinct() == total as usize
+    })
+    .await?;
+    shutdown.cancel();
+    first.await?.context("first consumer")?;
+    second.await?.context("second consumer")?;
+
+    let all = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let set: BTreeSet<(i32, i64)> = all.iter().copied().collect();
+    assert_eq!(set.len(), total as usize, "every record seen");
+    let lost_partitions = revoked
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .len();
+    assert!(
+        lost_partitions > 0,
+        "the first consumer was told which partitions it lost"
+    );
+    println!(
+        "{} deliveries for {total} records; first consumer lost {lost_partitions} partitions",
+        all.len()
+    );
+    Ok(())
+}

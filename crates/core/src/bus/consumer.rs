@@ -242,28 +242,28 @@ async fn consume_batches<H: BatchHandler>(
     while !shutdown.is_cancelled() {
         batch.clear();
         // Wait for the first record, or for shutdown.
-        tokio::select! {
+        let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            received = consumer.recv() => batch.push(owned(&received.map_err(BusError::Consume)?)),
-        }
+            received = consumer.recv() => received.map_err(BusError::Consume)?,
+        };
+        apply_revocations(consumer, handler, &mut batch);
+        batch.push(owned(&received));
         // Fill the batch until it is full or the wait is over.
         let deadline = tokio::time::Instant::now() + config.max_batch_wait;
         while batch.len() < config.max_batch_records {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(received) => batch.push(owned(&received.map_err(BusError::Consume)?)),
+                Ok(received) => {
+                    let received = received.map_err(BusError::Consume)?;
+                    apply_revocations(consumer, handler, &mut batch);
+                    batch.push(owned(&received));
+                }
                 Err(_elapsed) => break,
             }
         }
-        let revoked = std::mem::take(
-            &mut *consumer
-                .context()
-                .revoked
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if !revoked.is_empty() {
-            handler.partitions_revoked(&revoked);
+        apply_revocations(consumer, handler, &mut batch);
+        if batch.is_empty() {
+            continue;
         }
 
         let mut out = Output {
@@ -292,7 +292,34 @@ async fn consume_batches<H: BatchHandler>(
         stats.batches += 1;
         stats.records += batch.len() as u64;
     }
+    apply_revocations(consumer, handler, &mut batch);
     Ok(())
+}
+
+/// Tells the handler about partitions revoked during the last poll, and drops the records of
+/// those partitions received before the revocation: their offsets were not stored, so their
+/// next owner (possibly this consumer again) reads them from the committed offset.
+fn apply_revocations<H: BatchHandler>(
+    consumer: &StreamConsumer<LoopContext>,
+    handler: &mut H,
+    batch: &mut Vec<InboundRecord>,
+) {
+    let revoked = std::mem::take(
+        &mut *consumer
+            .context()
+            .revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    if revoked.is_empty() {
+        return;
+    }
+    batch.retain(|r| {
+        !revoked
+            .iter()
+            .any(|(t, p)| *t == r.topic && *p == r.partition)
+    });
+    handler.partitions_revoked(&revoked);
 }
 
 fn store_offsets(
