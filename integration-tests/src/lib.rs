@@ -304,3 +304,125 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// A binary of the workspace, built next to the test executables (`cargo nextest run --workspace`
+/// or `cargo build --workspace` builds them).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate the test executable")?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target folder")?;
+    let bin = dir.join(name);
+    if !bin.exists() {
+        bail!(
+            "{} is not built; run `cargo build --workspace` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The registry service as a child process on a free port, storing schemas on `broker` in a
+/// topic of its own; killed when dropped.
+#[derive(Debug)]
+pub struct Registry {
+    port: u16,
+    bootstrap: String,
+    topic: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry with a fresh schemas topic.
+    pub fn start(broker: &Broker) -> Result<Self> {
+        Self::start_on(broker, &unique("_schemas"))
+    }
+
+    /// Starts a registry on an existing (or new) schemas topic, e.g. a second replica.
+    pub fn start_on(broker: &Broker, topic: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut registry = Self {
+            port: free_port()?,
+            bootstrap: broker.bootstrap(),
+            topic: topic.to_string(),
+            child: None,
+            log: dir.path().join("registry.log"),
+            _dir: dir,
+        };
+        registry.spawn()?;
+        Ok(registry)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::File::create(&self.log)?;
+        let mut child = Command::new(workspace_bin("tributary-registry")?)
+            .env(
+                "TRIBUTARY__REGISTRY__LISTEN",
+                format!("127.0.0.1:{}", self.port),
+            )
+            .env("TRIBUTARY__REGISTRY__TOPIC", &self.topic)
+            .env("TRIBUTARY__KAFKA__BOOTSTRAP_SERVERS", &self.bootstrap)
+            .env(
+                "TRIBUTARY__TELEMETRY__ADMIN_ADDR",
+                format!("127.0.0.1:{}", free_port()?),
+            )
+            .env("TRIBUTARY__TELEMETRY__LOG_FILTER", "info,librdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start tributary-registry")?;
+        if let Err(e) = wait_for_port(
+            self.port,
+            &mut child,
+            "tributary-registry",
+            Duration::from_secs(60),
+        ) {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let _ = child.kill();
+            bail!("{e}\nregistry log:\n{log}");
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The schemas topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Kills the registry with SIGKILL.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Kills and starts the registry again on the same port and topic.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}

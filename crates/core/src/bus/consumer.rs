@@ -362,7 +362,7 @@ fn count_consumed(metrics: &BusMetrics, batch: &[InboundRecord]) {
     }
 }
 
-fn owned<M: Message>(m: &M) -> InboundRecord {
+pub(crate) fn owned<M: Message>(m: &M) -> InboundRecord {
     let headers = m
         .headers()
         .map(|hs| {

@@ -59,7 +59,7 @@ pub fn dead_letter_record(
     OutboundRecord {
         topic: dlq_topic(letter.stage),
         key,
-        payload,
+        payload: Some(payload),
         headers,
         partition: None,
     }
@@ -94,7 +94,7 @@ mod tests {
         let r = dead_letter_record(&letter, Some(b"k".to_vec()), vec![0, 1, 2]);
         assert_eq!(r.topic, "dlq.archive");
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
-        assert_eq!(r.payload, vec![0, 1, 2]);
+        assert_eq!(r.payload, Some(vec![0, 1, 2]));
         let h: Vec<(&str, &str)> = r
             .headers
             .iter()

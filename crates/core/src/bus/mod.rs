@@ -4,15 +4,17 @@
 mod admin;
 mod consumer;
 mod dlq;
+mod follow;
 mod metrics;
 mod producer;
 mod settings;
 
-pub use admin::{TopicOutcome, TopicSpec, create_topics};
+pub use admin::{TopicChange, TopicOutcome, TopicSpec, create_topics, ensure_topics};
 pub use consumer::{
     BatchHandler, ConsumerLoopConfig, HandlerError, InboundRecord, LoopStats, Output, run_consumer,
 };
 pub use dlq::{DLQ_HEADERS, DeadLetter, dead_letter_record, dlq_topic};
+pub use follow::TopicFollower;
 pub use metrics::BusMetrics;
 pub use producer::{Delivered, OutboundRecord, Producer};
 pub use settings::KafkaConfig;

@@ -15,8 +15,8 @@ pub struct OutboundRecord {
     pub topic: String,
     /// Message key (decides the partition unless `partition` is set).
     pub key: Option<Vec<u8>>,
-    /// Message value.
-    pub payload: Vec<u8>,
+    /// Message value; `None` is a tombstone (deletes the key from a compacted topic).
+    pub payload: Option<Vec<u8>>,
     /// Message headers.
     pub headers: Vec<(String, Vec<u8>)>,
     /// Explicit partition, or `None` to partition by key.
@@ -29,7 +29,18 @@ impl OutboundRecord {
         Self {
             topic: topic.into(),
             key,
-            payload,
+            payload: Some(payload),
+            headers: Vec::new(),
+            partition: None,
+        }
+    }
+
+    /// A tombstone: deletes `key` from a compacted topic.
+    pub fn tombstone(topic: impl Into<String>, key: Vec<u8>) -> Self {
+        Self {
+            topic: topic.into(),
+            key: Some(key),
+            payload: None,
             headers: Vec::new(),
             partition: None,
         }
@@ -106,9 +117,10 @@ impl Producer {
                 value: Some(value),
             });
         }
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
-            .payload(record.payload.as_slice())
-            .headers(headers);
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+        if let Some(payload) = &record.payload {
+            fr = fr.payload(payload.as_slice());
+        }
         if let Some(key) = &record.key {
             fr = fr.key(key.as_slice());
         }

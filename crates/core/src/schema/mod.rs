@@ -3,6 +3,7 @@
 
 pub mod arrow;
 pub mod catalog;
+pub mod compat;
 pub mod json;
 pub mod registry;
 pub mod wire;

@@ -1,0 +1,90 @@
+//! The schema registry service: the Confluent Schema Registry REST API over a compacted Kafka
+//! topic, so replicas are stateless and share one log.
+//!
+//! Any Confluent client (serializers, Kafka Connect converters, `kcat -r`) can use it; Tributary's
+//! services can equally use Confluent Schema Registry, Karapace, Apicurio or Redpanda by URL.
+
+mod api;
+pub mod config;
+mod error;
+mod state;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
+
+pub use config::Config;
+
+/// A started registry: its address and the task serving it.
+#[derive(Debug)]
+pub struct Running {
+    /// Address of the REST API.
+    pub addr: SocketAddr,
+    /// Address of the admin server.
+    pub admin_addr: Option<SocketAddr>,
+    /// Completes when the service stopped.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the registry: loads the schemas topic, then serves until `shutdown`.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let store = store::Store::open(
+        &config.kafka,
+        &config.registry.topic,
+        config.registry.default_compatibility,
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "open the schemas topic {} at {}",
+            config.registry.topic, config.kafka.bootstrap_servers
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(config.registry.listen)
+        .await
+        .with_context(|| format!("bind the api to {}", config.registry.listen))?;
+    let addr = listener.local_addr()?;
+    let readiness = Readiness::default();
+    let admin = AdminServer::bind(
+        config.telemetry.admin_addr,
+        Arc::new(new_registry()),
+        readiness.clone(),
+    )
+    .await?;
+    let admin_addr = admin.local_addr();
+    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+    readiness.set(true);
+    info!(%addr, topic = %config.registry.topic, "registry serving");
+    let app = api::router(store);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .context("serve the api")?;
+        admin_task
+            .await
+            .context("admin server task")?
+            .context("admin server")?;
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        admin_addr,
+        task,
+    })
+}
+
+/// Runs the registry until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown)
+        .await?
+        .task
+        .await
+        .context("registry task")?
+}
