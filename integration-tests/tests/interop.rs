@@ -119,11 +119,14 @@ async fn tributary_producer_to_confluent_deserializer() -> Result<()> {
     Ok(())
 }
 
-/// Decodes each batch through the registry and Arrow, keeping (id, customer, email) per record.
+/// (customer, email, status) of each decoded record, by id.
+type Rows = Arc<Mutex<BTreeMap<i64, (String, Option<String>, String)>>>;
+
+/// Decodes each batch through the registry and Arrow, keeping a few columns per record.
 struct Decode {
     registry: RegistryClient,
     decoder: AvroBatchDecoder,
-    rows: Arc<Mutex<BTreeMap<i64, (String, Option<String>, String)>>>,
+    rows: Rows,
 }
 
 impl BatchHandler for Decode {
