@@ -352,8 +352,13 @@ fn check_field(record: &RecordSchema, field: &str, is_time: bool) -> Result<(), 
             names.join(", ")
         ));
     };
+    // A nullable field counts as its non-null type, whichever order the union lists them in.
     let schema = match &f.schema {
-        Schema::Union(u) if u.is_nullable() && u.variants().len() == 2 => &u.variants()[1],
+        Schema::Union(u) if u.is_nullable() && u.variants().len() == 2 => u
+            .variants()
+            .iter()
+            .find(|v| !matches!(v, Schema::Null))
+            .unwrap_or(&f.schema),
         other => other,
     };
     let ok = if is_time {
@@ -576,6 +581,24 @@ mod tests {
             ("t-value.avsc", "\"string\""),
         ]);
         assert!(e.contains("must be a record"), "{e}");
+    }
+
+    #[test]
+    fn a_nullable_key_field_may_list_null_last() {
+        let schema =
+            r#"{"type":"record","name":"E","fields":[{"name":"k","type":["string","null"]}]}"#;
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                (
+                    "catalog.toml",
+                    "[[topic]]\nname = \"t\"\nkey_field = \"k\"\n",
+                ),
+                ("t-value.avsc", schema),
+            ],
+        );
+        assert!(Catalog::load(dir.path()).is_ok());
     }
 
     #[test]
