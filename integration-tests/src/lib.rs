@@ -361,10 +361,10 @@ impl Registry {
         let log = std::fs::File::create(&self.log)?;
         let mut child = Command::new(workspace_bin("tributary-registry")?)
             .env(
-                "TRIBUTARY__REGISTRY__LISTEN",
+                "TRIBUTARY__SCHEMA_REGISTRY__LISTEN",
                 format!("127.0.0.1:{}", self.port),
             )
-            .env("TRIBUTARY__REGISTRY__TOPIC", &self.topic)
+            .env("TRIBUTARY__SCHEMA_REGISTRY__TOPIC", &self.topic)
             .env("TRIBUTARY__KAFKA__BOOTSTRAP_SERVERS", &self.bootstrap)
             .env(
                 "TRIBUTARY__TELEMETRY__ADMIN_ADDR",

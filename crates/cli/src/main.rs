@@ -1,3 +1,174 @@
-//! The `tributary` command.
+//! The `tributary` command: checks schema evolution and applies the topic catalog to a cluster
+//! and a schema registry.
+//!
+//! Exit codes: 0 success; 1 a check failed (incompatible schema) or an operation failed (broker
+//! or registry error); 2 bad usage, configuration or catalog (nothing was checked or changed).
 
-fn main() {}
+mod apply;
+mod check;
+mod config;
+mod subjects;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tributary_core::schema::catalog::Catalog;
+use tributary_core::schema::registry::RegistryClient;
+
+use crate::check::Against;
+use crate::config::CliConfig;
+
+/// Tributary: topics and schemas of the pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about)]
+struct Cli {
+    /// Folder holding catalog.toml and the .avsc schemas.
+    #[arg(long, global = true, value_name = "DIR", default_value = "schemas")]
+    schemas: PathBuf,
+    /// TOML file with [kafka] and [registry] sections (TRIBUTARY__KAFKA__BOOTSTRAP_SERVERS,
+    /// TRIBUTARY__REGISTRY__URL, ... override it).
+    #[arg(long, global = true, value_name = "FILE", env = "TRIBUTARY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Schema evolution.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+    /// The topics of the catalog.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemasCommand {
+    /// Checks that every schema file is compatible with the previous versions of its subject,
+    /// under the topic's compatibility level; exits with 1 if one is not.
+    Check {
+        /// Compare with the schema files at this git revision instead of the registry.
+        #[arg(long, value_name = "REV")]
+        against_git: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Creates missing topics, raises partitions, sets topic settings and registers every
+    /// schema; changes nothing that already matches.
+    Apply {
+        /// Print what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// An error in how the command was called or configured (exit code 2).
+#[derive(Debug)]
+pub(crate) struct Usage(String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Marks an error as a usage or configuration error.
+pub(crate) fn usage(message: impl fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            if e.chain().any(|c| c.is::<Usage>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text its parent already
+/// includes (some errors print their source in their own message).
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Runs a command; `Ok(false)` when a check failed.
+async fn run(cli: Cli) -> Result<bool> {
+    let config =
+        || CliConfig::load(cli.config.as_deref()).map_err(|e| usage(format!("configuration: {e}")));
+    let catalog = Catalog::load(&cli.schemas).map_err(|e| usage(format!("catalog: {e}")))?;
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Schemas {
+            command: SchemasCommand::Check { against_git },
+        } => {
+            let against = match against_git {
+                Some(rev) => Against::Git(rev),
+                None => Against::Registry(
+                    RegistryClient::new(&config()?.registry)
+                        .map_err(|e| usage(format!("[registry]: {e}")))?,
+                ),
+            };
+            let passed = check::run(&catalog, &against, &mut stdout).await?;
+            if !passed {
+                eprintln!("error: incompatible schemas (see the FAIL lines)");
+            }
+            Ok(passed)
+        }
+        Command::Topics {
+            command: TopicsCommand::Apply { dry_run },
+        } => {
+            apply::run(&catalog, &config()?, dry_run, &mut stdout).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Logs (librdkafka's and ours) go to stderr, warnings only unless `RUST_LOG` says otherwise, so
+/// that stdout holds just the command's report.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

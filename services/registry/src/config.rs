@@ -11,7 +11,7 @@ use tributary_core::telemetry::TelemetryConfig;
 
 /// Built-in defaults; a TOML file and `TRIBUTARY__*` variables override them.
 pub const DEFAULTS: &str = r#"
-[registry]
+[schema_registry]
 listen = "0.0.0.0:8081"
 topic = "_schemas"
 default_compatibility = "BACKWARD"
@@ -28,8 +28,8 @@ admin_addr = "0.0.0.0:9091"
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The API server and storage.
-    pub registry: RegistrySettings,
+    /// The API server and storage (`[schema_registry]`; `[registry]` is the client section every service uses).
+    pub schema_registry: RegistrySettings,
     /// The Kafka cluster holding the schemas topic.
     pub kafka: KafkaConfig,
     /// Logs, metrics and the admin server.

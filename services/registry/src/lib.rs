@@ -35,20 +35,20 @@ pub struct Running {
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let store = store::Store::open(
         &config.kafka,
-        &config.registry.topic,
-        config.registry.default_compatibility,
+        &config.schema_registry.topic,
+        config.schema_registry.default_compatibility,
         shutdown.clone(),
     )
     .await
     .with_context(|| {
         format!(
             "open the schemas topic {} at {}",
-            config.registry.topic, config.kafka.bootstrap_servers
+            config.schema_registry.topic, config.kafka.bootstrap_servers
         )
     })?;
-    let listener = tokio::net::TcpListener::bind(config.registry.listen)
+    let listener = tokio::net::TcpListener::bind(config.schema_registry.listen)
         .await
-        .with_context(|| format!("bind the api to {}", config.registry.listen))?;
+        .with_context(|| format!("bind the api to {}", config.schema_registry.listen))?;
     let addr = listener.local_addr()?;
     let readiness = Readiness::default();
     let admin = AdminServer::bind(
@@ -60,7 +60,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let admin_addr = admin.local_addr();
     let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
     readiness.set(true);
-    info!(%addr, topic = %config.registry.topic, "registry serving");
+    info!(%addr, topic = %config.schema_registry.topic, "registry serving");
     let app = api::router(store);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

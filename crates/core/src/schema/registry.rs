@@ -253,6 +253,44 @@ impl RegistryClient {
         self.call(reqwest::Method::POST, &path, Some(&body)).await
     }
 
+    /// The compatibility level set on a subject itself, or `None` when the subject follows the
+    /// global level.
+    pub async fn subject_level(&self, subject: &str) -> Result<Option<String>, RegistryError> {
+        #[derive(Deserialize)]
+        struct Level {
+            #[serde(rename = "compatibilityLevel")]
+            compatibility_level: String,
+        }
+        let path = format!("/config/{}", encode(subject));
+        match self
+            .call::<Level, ()>(reqwest::Method::GET, &path, None)
+            .await
+        {
+            Ok(level) => Ok(Some(level.compatibility_level)),
+            // 40408: no subject-level config; older registries answer 40401 for it.
+            Err(e) if matches!(e.error_code(), Some(40408 | 40401)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the compatibility level of a subject (`BACKWARD`, `FULL_TRANSITIVE`, ...).
+    pub async fn set_subject_level(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            compatibility: &'a str,
+        }
+        let path = format!("/config/{}", encode(subject));
+        self.call::<serde_json::Value, _>(
+            reqwest::Method::PUT,
+            &path,
+            Some(&Body {
+                compatibility: level,
+            }),
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn call<T: serde::de::DeserializeOwned, B: Serialize>(
         &self,
         method: reqwest::Method,
