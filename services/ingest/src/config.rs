@@ -1,0 +1,103 @@
+//! Configuration of the ingest service (`[ingest]`, `[kafka]`, `[registry]`, `[telemetry]`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tributary_core::bus::KafkaConfig;
+use tributary_core::config::{ConfigError, Secret, load};
+use tributary_core::schema::registry::RegistryConfig;
+use tributary_core::telemetry::TelemetryConfig;
+
+/// Built-in defaults; a TOML file and `TRIBUTARY__*` variables override them.
+pub const DEFAULTS: &str = r#"
+[ingest]
+listen = "0.0.0.0:8080"
+schemas = "schemas"
+max_body_bytes = 1048576
+max_decompressed_bytes = 8388608
+max_records_per_request = 1000
+request_timeout_ms = 10000
+rate_limit_records_per_second = 5000
+rate_limit_burst = 10000
+cors_allowed_origins = []
+
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+client_id = "tributary-ingest"
+
+[registry]
+url = "http://127.0.0.1:8081"
+
+[telemetry]
+admin_addr = "0.0.0.0:9092"
+"#;
+
+/// The whole configuration of the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP API.
+    pub ingest: IngestSettings,
+    /// The Kafka cluster records are produced to.
+    pub kafka: KafkaConfig,
+    /// The schema registry (ours or any Confluent-compatible one).
+    pub registry: RegistryConfig,
+    /// Logs, metrics and the admin server.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// The schemas folder holding the topic catalog.
+    pub schemas: PathBuf,
+    /// Largest request body, compressed as sent (413 above it, with or without Content-Length).
+    pub max_body_bytes: usize,
+    /// Largest body after gzip/zstd decompression (413 above it: a guard against zip bombs).
+    pub max_decompressed_bytes: usize,
+    /// Most records in one request (413 above it).
+    pub max_records_per_request: usize,
+    /// Longest time a request waits for the broker's acknowledgement before answering 503.
+    pub request_timeout_ms: u64,
+    /// Records per second each credential may send on average (429 beyond it).
+    pub rate_limit_records_per_second: f64,
+    /// Records a credential may send at once above the average rate.
+    pub rate_limit_burst: f64,
+    /// Origins browsers may send events from (CORS); `["*"]` for any.
+    pub cors_allowed_origins: Vec<String>,
+    /// Who may send: each credential is an API key (`X-API-Key`) or bearer token
+    /// (`Authorization: Bearer`) allowed a set of topics. No credential: every request is 401.
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+}
+
+/// One API key or bearer token and the topics it may write.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// Name of the producer, used in logs and rate limits (never the secret).
+    pub name: String,
+    /// The key or token: inline, `{ file = "..." }` or `{ env = "..." }`.
+    pub secret: Secret,
+    /// Topics it may write; `"*"` allows every topic of the catalog.
+    pub topics: Vec<String>,
+}
+
+impl Credential {
+    /// Whether this credential may write `topic`.
+    pub fn allows(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == "*" || t == topic)
+    }
+}
+
+impl Config {
+    /// Loads the defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        load(DEFAULTS, file)
+    }
+}

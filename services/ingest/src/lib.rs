@@ -1,0 +1,136 @@
+//! The ingest service: the HTTP front door. Web and mobile producers POST events as JSON,
+//! NDJSON or Confluent-framed Avro; each record is validated against its topic's schema from
+//! the catalog and produced with acks=all, and the answer is sent only once the broker
+//! acknowledged every record.
+
+mod api;
+pub mod config;
+mod limits;
+mod metrics;
+mod records;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tributary_core::bus::{BusMetrics, Producer};
+use tributary_core::schema::catalog::Catalog;
+use tributary_core::schema::registry::RegistryClient;
+use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
+
+pub use config::Config;
+
+/// A started ingest service.
+#[derive(Debug)]
+pub struct Running {
+    /// Address of the HTTP API.
+    pub addr: SocketAddr,
+    /// Address of the admin server.
+    pub admin_addr: Option<SocketAddr>,
+    /// Completes when the service stopped.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the service: loads the catalog, registers each topic's schema (the registry returns
+/// the existing id for a known schema), then serves until `shutdown`.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let settings = config.ingest.clone();
+    if settings.rate_limit_burst < settings.max_records_per_request as f64 {
+        bail!(
+            "ingest.rate_limit_burst ({}) must be at least ingest.max_records_per_request ({}), or full requests could never pass",
+            settings.rate_limit_burst,
+            settings.max_records_per_request
+        );
+    }
+    if settings.credentials.is_empty() {
+        tracing::warn!("no credentials configured: every request will be refused with 401");
+    }
+    let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
+    let registry = RegistryClient::new(&config.registry)?;
+    let mut topics = BTreeMap::new();
+    for topic in catalog.topics.values() {
+        let id = registry
+            .register(&topic.value_subject(), &topic.value_schema_json)
+            .await
+            .with_context(|| {
+                format!(
+                    "register the schema of {} at {}",
+                    topic.name, config.registry.url
+                )
+            })?;
+        topics.insert(
+            topic.name.clone(),
+            records::TopicCodec {
+                topic: topic.clone(),
+                schema_id: id,
+            },
+        );
+    }
+
+    let mut metrics_registry = new_registry();
+    let bus_metrics = BusMetrics::register(&mut metrics_registry);
+    let metrics = metrics::IngestMetrics::register(&mut metrics_registry);
+    let producer = Producer::new(&config.kafka, bus_metrics)?;
+    let state = Arc::new(api::AppState {
+        topics,
+        credentials: settings.credentials.clone(),
+        limiter: limits::RateLimiter::new(
+            settings.rate_limit_records_per_second,
+            settings.rate_limit_burst,
+        ),
+        settings: settings.clone(),
+        producer: producer.clone(),
+        registry,
+        metrics,
+    });
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("bind the api to {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let readiness = Readiness::default();
+    let admin = AdminServer::bind(
+        config.telemetry.admin_addr,
+        Arc::new(metrics_registry),
+        readiness.clone(),
+    )
+    .await?;
+    let admin_addr = admin.local_addr();
+    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+    readiness.set(true);
+    info!(%addr, topics = state.topics.len(), "ingest serving");
+
+    let app = api::router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .context("serve the api")?;
+        // Requests in flight were answered; anything still queued is flushed before exit.
+        producer
+            .flush(std::time::Duration::from_secs(10))
+            .context("flush the producer")?;
+        admin_task
+            .await
+            .context("admin server task")?
+            .context("admin server")?;
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        admin_addr,
+        task,
+    })
+}
+
+/// Runs the service until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown)
+        .await?
+        .task
+        .await
+        .context("ingest task")?
+}
