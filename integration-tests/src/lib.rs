@@ -426,3 +426,102 @@ impl Drop for Registry {
         let _ = self.kill();
     }
 }
+
+/// The ingest service as a child process on a free port, configured by a TOML file whose
+/// `[ingest]` section is `ingest_toml` (credentials, limits) on top of the test defaults.
+#[derive(Debug)]
+pub struct Ingest {
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Ingest {
+    /// Starts ingest against `broker` and `registry` with the repository's catalog. `extra` is
+    /// appended to the generated config file (more `[ingest]` keys, `[[ingest.credentials]]`,
+    /// `[kafka]` settings).
+    pub fn start(
+        broker: &Broker,
+        registry: &Registry,
+        ingest_keys: &str,
+        extra: &str,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        let config = format!(
+            "[ingest]\nlisten = \"127.0.0.1:{port}\"\nschemas = \"{}\"\n{ingest_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n\n{extra}\n",
+            schemas.display(),
+            broker.bootstrap(),
+            registry.url(),
+            free_port()?
+        );
+        let path = dir.path().join("ingest.toml");
+        std::fs::write(&path, config)?;
+        let log = dir.path().join("ingest.log");
+        let out = std::fs::File::create(&log)?;
+        let mut child = Command::new(workspace_bin("tributary-ingest")?)
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("start tributary-ingest")?;
+        if let Err(e) = wait_for_port(
+            port,
+            &mut child,
+            "tributary-ingest",
+            Duration::from_secs(60),
+        ) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = child.kill();
+            bail!("{e}\ningest log:\n{text}");
+        }
+        Ok(Self {
+            port,
+            child: Some(child),
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Base URL of the API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Process id, for CPU accounting.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The service's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The repository's topic catalog.
+pub fn repo_catalog() -> Result<tributary_core::schema::catalog::Catalog> {
+    Ok(tributary_core::schema::catalog::Catalog::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas"),
+    )?)
+}
+
+/// Creates every topic of the repository's catalog (and the dead-letter topics) on `broker`,
+/// as `tributary topics apply` does.
+pub async fn create_catalog_topics(broker: &Broker) -> Result<()> {
+    let specs = repo_catalog()?.topic_specs(1);
+    tributary_core::bus::create_topics(&broker.kafka(), &specs).await?;
+    Ok(())
+}
