@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) producer: Producer,
     pub(crate) registry: RegistryClient,
     pub(crate) limiter: RateLimiter,
+    /// One permit per record in flight (see `max_in_flight_records`).
+    pub(crate) in_flight: tokio::sync::Semaphore,
     pub(crate) metrics: IngestMetrics,
 }
 
@@ -309,6 +311,17 @@ async fn send(
     records: Vec<OutboundRecord>,
 ) -> Result<Response, Reject> {
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
+    // Back-pressure before anything is handed to the producer, so a 503 here means nothing
+    // of the request was produced.
+    let permits = u32::try_from(records.len()).unwrap_or(u32::MAX);
+    let _permits = state.in_flight.try_acquire_many(permits).map_err(|_| {
+        Reject::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many records in flight; retry later",
+        )
+        .retry(Duration::from_secs(1))
+    })?;
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, state.producer.send_all(&records)).await;
     state

@@ -18,6 +18,7 @@ max_body_bytes = 1048576
 max_decompressed_bytes = 8388608
 max_records_per_request = 1000
 request_timeout_ms = 10000
+max_in_flight_records = 50000
 rate_limit_records_per_second = 5000
 rate_limit_burst = 10000
 cors_allowed_origins = []
@@ -64,6 +65,10 @@ pub struct IngestSettings {
     pub max_records_per_request: usize,
     /// Longest time a request waits for the broker's acknowledgement before answering 503.
     pub request_timeout_ms: u64,
+    /// Most records handed to the producer and not yet acknowledged, over all requests. A
+    /// request that would pass it is answered 503 at once with nothing produced; keep it below
+    /// librdkafka's `queue.buffering.max.messages` (100,000 by default).
+    pub max_in_flight_records: usize,
     /// Records per second each credential may send on average (429 beyond it).
     pub rate_limit_records_per_second: f64,
     /// Records a credential may send at once above the average rate.

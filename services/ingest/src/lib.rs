@@ -45,6 +45,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             settings.max_records_per_request
         );
     }
+    if settings.max_in_flight_records < settings.max_records_per_request {
+        bail!(
+            "ingest.max_in_flight_records ({}) must be at least ingest.max_records_per_request ({})",
+            settings.max_in_flight_records,
+            settings.max_records_per_request
+        );
+    }
     if settings.credentials.is_empty() {
         tracing::warn!("no credentials configured: every request will be refused with 401");
     }
@@ -81,6 +88,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             settings.rate_limit_records_per_second,
             settings.rate_limit_burst,
         ),
+        in_flight: tokio::sync::Semaphore::new(settings.max_in_flight_records),
         settings: settings.clone(),
         producer: producer.clone(),
         registry,
