@@ -431,3 +431,197 @@ async fn a_rebalance_mid_stream_loses_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// Keeps records in per-partition buffers and makes them "durable" 300 at a time (as a file
+/// writer does), on ticks, and on finish; commits only what is durable.
+struct Buffering {
+    buffers: BTreeMap<i32, Vec<i64>>,
+    next: BTreeMap<i32, i64>,
+    durable: Arc<Mutex<Vec<(i32, i64)>>>,
+    topic: String,
+}
+
+impl Buffering {
+    fn flush(&mut self, partition: i32) {
+        if let Some(buffer) = self.buffers.get_mut(&partition)
+            && let Ok(mut durable) = self.durable.lock()
+        {
+            durable.extend(buffer.drain(..).map(|o| (partition, o)));
+        }
+    }
+}
+
+impl BatchHandler for Buffering {
+    async fn handle(
+        &mut self,
+        batch: &[InboundRecord],
+        _out: &mut Output<'_>,
+    ) -> Result<(), HandlerError> {
+        for r in batch {
+            self.buffers.entry(r.partition).or_default().push(r.offset);
+            self.next.insert(r.partition, r.offset + 1);
+            if self.buffers[&r.partition].len() >= 300 {
+                self.flush(r.partition);
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_positions(&self) -> Option<Vec<(String, i32, i64)>> {
+        Some(
+            self.next
+                .iter()
+                .map(|(p, next)| {
+                    let first_pending = self.buffers.get(p).and_then(|b| b.first().copied());
+                    (self.topic.clone(), *p, first_pending.unwrap_or(*next))
+                })
+                .collect(),
+        )
+    }
+
+    async fn tick(&mut self, _out: &mut Output<'_>) -> Result<(), HandlerError> {
+        let partitions: Vec<i32> = self.buffers.keys().copied().collect();
+        for p in partitions {
+            self.flush(p);
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
+        self.tick(out).await
+    }
+
+    fn partitions_revoked(&mut self, partitions: &[(String, i32)]) {
+        for (_, p) in partitions {
+            self.buffers.remove(p);
+            self.next.remove(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_records_are_committed_only_once_durable() -> Result<()> {
+    init_logs();
+    let broker = Broker::start()?;
+    let kafka = broker.kafka();
+    let (topic, group) = (unique("t-buffer"), unique("g-buffer"));
+    create_topics(
+        &kafka,
+        &[TopicSpec {
+            name: topic.clone(),
+            partitions: 2,
+            config: vec![],
+        }],
+    )
+    .await?;
+    let producer = Producer::new(&kafka, BusMetrics::default())?;
+    let total = 5_000;
+    let records: Vec<OutboundRecord> = (0..total)
+        .map(|i| OutboundRecord::new(&topic, Some(format!("k{i}").into_bytes()), vec![7; 50]))
+        .collect();
+    producer.send_all(&records).await?;
+
+    let durable = Arc::new(Mutex::new(Vec::new()));
+    let mut config = ConsumerLoopConfig::new(&group, vec![topic.clone()], "buffer");
+    config.max_batch_records = 100;
+    config.tick_interval = Some(Duration::from_millis(500));
+    let durable_count = || durable.lock().map(|d| d.len()).unwrap_or(0);
+    let handler = || Buffering {
+        buffers: BTreeMap::new(),
+        next: BTreeMap::new(),
+        durable: durable.clone(),
+        topic: topic.clone(),
+    };
+
+    // First run: stopped without a clean shutdown once some records are durable.
+    let first = {
+        let (kafka, config, producer, mut handler) =
+            (kafka.clone(), config.clone(), producer.clone(), handler());
+        tokio::spawn(async move {
+            run_consumer(
+                &kafka,
+                &config,
+                &producer,
+                &BusMetrics::default(),
+                &mut handler,
+                CancellationToken::new(),
+            )
+            .await
+        })
+    };
+    wait_until("some durable records", Duration::from_secs(60), || {
+        durable_count() >= 1200
+    })
+    .await?;
+    first.abort();
+    let _ = first.await;
+    // Nothing beyond the durable records was committed.
+    let durable_before: BTreeSet<(i32, i64)> = durable
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .iter()
+        .copied()
+        .collect();
+    let probe: BaseConsumer = kafka.client_config().set("group.id", &group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    tpl.add_partition(&topic, 1);
+    let committed = probe.committed_offsets(tpl.clone(), Duration::from_secs(10))?;
+    for p in 0..2 {
+        if let Some(Offset::Offset(c)) = committed.find_partition(&topic, p).map(|e| e.offset()) {
+            for o in 0..c {
+                assert!(
+                    durable_before.contains(&(p, o)),
+                    "partition {p} committed {c} but offset {o} was never durable"
+                );
+            }
+        }
+    }
+
+    // Second run: the remainder arrives; the last partial buffers become durable by the tick
+    // (no more records come), and the clean stop commits everything.
+    let shutdown = CancellationToken::new();
+    let second = {
+        let (kafka, config, producer, shutdown, mut handler) = (
+            kafka.clone(),
+            config.clone(),
+            producer.clone(),
+            shutdown.clone(),
+            handler(),
+        );
+        tokio::spawn(async move {
+            run_consumer(
+                &kafka,
+                &config,
+                &producer,
+                &BusMetrics::default(),
+                &mut handler,
+                shutdown,
+            )
+            .await
+        })
+    };
+    let distinct = || {
+        durable
+            .lock()
+            .map(|d| d.iter().collect::<BTreeSet<_>>().len())
+            .unwrap_or(0)
+    };
+    wait_until(
+        "every record durable (the tick flushes the tail)",
+        Duration::from_secs(120),
+        || distinct() == total,
+    )
+    .await?;
+    shutdown.cancel();
+    second.await?.context("second run")?;
+    let committed = probe.committed_offsets(tpl, Duration::from_secs(10))?;
+    for p in 0..2 {
+        let (_, high) = probe.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+        assert_eq!(
+            committed.find_partition(&topic, p).map(|e| e.offset()),
+            Some(Offset::Offset(high))
+        );
+    }
+    Ok(())
+}

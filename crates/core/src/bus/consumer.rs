@@ -50,7 +50,25 @@ pub struct Output<'a> {
     dead_letters: BTreeMap<String, u64>,
 }
 
-impl Output<'_> {
+impl<'a> Output<'a> {
+    fn new(producer: &'a Producer, stage: &'a str) -> Self {
+        Self {
+            producer,
+            stage,
+            pending: Vec::new(),
+            dead_letters: BTreeMap::new(),
+        }
+    }
+
+    /// Waits for every acknowledgement and counts the dead letters.
+    async fn settle(self, producer: &Producer, metrics: &BusMetrics) -> Result<(), BusError> {
+        producer.settle(self.pending).await?;
+        for (topic, n) in self.dead_letters {
+            BusMetrics::add(&metrics.dead_letters, &topic, n);
+        }
+        Ok(())
+    }
+
     /// Produces a record; waits only while the producer's queue is full.
     pub async fn send(&mut self, record: OutboundRecord) -> Result<(), BusError> {
         let pending = self.producer.enqueue_waiting(&record).await?;
@@ -96,8 +114,33 @@ pub trait BatchHandler: Send {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
     /// Called when partitions were taken from this consumer: drop any state kept for them.
-    /// Their offsets were committed up to the last batch handled.
+    /// Their offsets were committed up to the last position stored.
     fn partitions_revoked(&mut self, _partitions: &[(String, i32)]) {}
+
+    /// For handlers that keep records they have not finished (a file being written): the
+    /// position (next offset to read) each partition may be committed at, as
+    /// `(topic, partition, offset)`. `None`, the default, means everything handled is finished,
+    /// so positions follow the batches.
+    fn commit_positions(&self) -> Option<Vec<(String, i32, i64)>> {
+        None
+    }
+
+    /// Called every [`ConsumerLoopConfig::tick_interval`] while no record arrives, for work
+    /// driven by time (flushing buffers of idle partitions).
+    fn tick(
+        &mut self,
+        _out: &mut Output<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Called once on a clean shutdown, before the final commit: finish buffered work.
+    fn finish(
+        &mut self,
+        _out: &mut Output<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Settings of one consumer loop.
@@ -115,6 +158,8 @@ pub struct ConsumerLoopConfig {
     pub max_batch_wait: Duration,
     /// Where a new group starts: `earliest` or `latest`.
     pub auto_offset_reset: String,
+    /// How often [`BatchHandler::tick`] runs while no record arrives; `None`: never.
+    pub tick_interval: Option<Duration>,
 }
 
 impl ConsumerLoopConfig {
@@ -127,6 +172,7 @@ impl ConsumerLoopConfig {
             max_batch_records: 1000,
             max_batch_wait: Duration::from_millis(100),
             auto_offset_reset: "earliest".to_string(),
+            tick_interval: None,
         }
     }
 }
@@ -241,11 +287,26 @@ async fn consume_batches<H: BatchHandler>(
     let mut batch: Vec<InboundRecord> = Vec::with_capacity(config.max_batch_records);
     while !shutdown.is_cancelled() {
         batch.clear();
-        // Wait for the first record, or for shutdown.
+        // Wait for the first record, for shutdown, or for the handler's tick.
+        let tick = async {
+            match config.tick_interval {
+                Some(interval) => tokio::time::sleep(interval).await,
+                None => std::future::pending().await,
+            }
+        };
         let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             received = consumer.recv() => received.map_err(BusError::Consume)?,
+            () = tick => {
+                let mut out = Output::new(producer, &config.stage);
+                handler.tick(&mut out).await.map_err(BusError::Handler)?;
+                out.settle(producer, metrics).await?;
+                if let Some(positions) = handler.commit_positions() {
+                    store_positions(consumer, &positions)?;
+                }
+                continue;
+            }
         };
         apply_revocations(consumer, handler, &mut batch);
         batch.push(owned(&received));
@@ -266,33 +327,44 @@ async fn consume_batches<H: BatchHandler>(
             continue;
         }
 
-        let mut out = Output {
-            producer,
-            stage: &config.stage,
-            pending: Vec::new(),
-            dead_letters: BTreeMap::new(),
-        };
+        let mut out = Output::new(producer, &config.stage);
         metrics.batches.inc();
         if let Err(e) = handler.handle(&batch, &mut out).await {
             metrics.handler_errors.inc();
             // Outputs already handed to the producer may still land: duplicates, never loss.
             return Err(BusError::Handler(e));
         }
-        let Output {
-            pending,
-            dead_letters,
-            ..
-        } = out;
-        producer.settle(pending).await?;
-        for (topic, n) in dead_letters {
-            BusMetrics::add(&metrics.dead_letters, &topic, n);
+        out.settle(producer, metrics).await?;
+        match handler.commit_positions() {
+            None => store_offsets(consumer, &batch)?,
+            Some(positions) => store_positions(consumer, &positions)?,
         }
-        store_offsets(consumer, &batch)?;
         count_consumed(metrics, &batch);
         stats.batches += 1;
         stats.records += batch.len() as u64;
     }
     apply_revocations(consumer, handler, &mut batch);
+    // A clean stop: let the handler finish what it holds, then store where that leaves us.
+    let mut out = Output::new(producer, &config.stage);
+    handler.finish(&mut out).await.map_err(BusError::Handler)?;
+    out.settle(producer, metrics).await?;
+    if let Some(positions) = handler.commit_positions() {
+        store_positions(consumer, &positions)?;
+    }
+    Ok(())
+}
+
+/// Stores explicit positions (next offsets to read) given by the handler.
+fn store_positions(
+    consumer: &StreamConsumer<LoopContext>,
+    positions: &[(String, i32, i64)],
+) -> Result<(), BusError> {
+    for (topic, partition, next) in positions {
+        // rd_kafka_offset_store stores `offset + 1`; nothing to store before the first record.
+        if *next > 0 {
+            store_one(consumer, topic, *partition, next - 1)?;
+        }
+    }
     Ok(())
 }
 
@@ -334,22 +406,33 @@ fn store_offsets(
         *e = (*e).max(r.offset);
     }
     for ((topic, partition), offset) in last {
-        match consumer.store_offset(topic, partition, offset) {
-            Ok(()) => {}
-            // The partition was revoked while the batch was handled: its new owner reads it
-            // again from the last commit (at-least-once).
-            Err(KafkaError::StoreOffset(
-                RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition,
-            )) => {
-                debug!(
-                    topic,
-                    partition, offset, "offset not stored: partition no longer assigned"
-                );
-            }
-            Err(e) => return Err(BusError::Commit(e)),
-        }
+        store_one(consumer, topic, partition, offset)?;
     }
     Ok(())
+}
+
+/// Stores `offset + 1` as the partition's position to commit.
+fn store_one(
+    consumer: &StreamConsumer<LoopContext>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), BusError> {
+    match consumer.store_offset(topic, partition, offset) {
+        Ok(()) => Ok(()),
+        // The partition was revoked while the batch was handled: its new owner reads it
+        // again from the last commit (at-least-once).
+        Err(KafkaError::StoreOffset(
+            RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition,
+        )) => {
+            debug!(
+                topic,
+                partition, offset, "offset not stored: partition no longer assigned"
+            );
+            Ok(())
+        }
+        Err(e) => Err(BusError::Commit(e)),
+    }
 }
 
 fn count_consumed(metrics: &BusMetrics, batch: &[InboundRecord]) {
