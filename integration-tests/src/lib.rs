@@ -525,3 +525,187 @@ pub async fn create_catalog_topics(broker: &Broker) -> Result<()> {
     tributary_core::bus::create_topics(&broker.kafka(), &specs).await?;
     Ok(())
 }
+
+// Ingest helpers for tests/ingest.rs: `[kafka]` settings and the admin server's address.
+impl Ingest {
+    /// Like [`Ingest::start`], with `kafka_keys` written inside the `[kafka]` section (e.g.
+    /// `delivery_timeout_ms = 5000`), which `extra` cannot reopen.
+    pub fn start_with_kafka(
+        broker: &Broker,
+        registry: &Registry,
+        ingest_keys: &str,
+        kafka_keys: &str,
+        extra: &str,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        let config = format!(
+            "[ingest]\nlisten = \"127.0.0.1:{port}\"\nschemas = \"{}\"\n{ingest_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n{kafka_keys}\n\n[registry]\nurl = \"{}\"\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n\n{extra}\n",
+            schemas.display(),
+            broker.bootstrap(),
+            registry.url(),
+            free_port()?
+        );
+        std::fs::write(dir.path().join("ingest.toml"), config)?;
+        let log = dir.path().join("ingest.log");
+        let out = std::fs::File::create(&log)?;
+        let mut child = Command::new(workspace_bin("tributary-ingest")?)
+            .arg(dir.path().join("ingest.toml"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("start tributary-ingest")?;
+        if let Err(e) = wait_for_port(
+            port,
+            &mut child,
+            "tributary-ingest",
+            Duration::from_secs(60),
+        ) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = child.kill();
+            bail!("{e}\ningest log:\n{text}");
+        }
+        Ok(Self {
+            port,
+            child: Some(child),
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Base URL of the admin server (`/metrics`, `/healthz`, `/readyz`), from the generated config.
+    pub fn admin_url(&self) -> Result<String> {
+        let config = std::fs::read_to_string(self._dir.path().join("ingest.toml"))?;
+        let addr = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("admin_addr = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .context("no admin_addr in the generated ingest config")?;
+        Ok(format!("http://{addr}"))
+    }
+}
+
+// Broker accessor for the ingest benchmark (src/bin/bench-ingest.rs): CPU accounting.
+impl Broker {
+    /// Process id of the running broker, for CPU accounting (`None` while it is stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// The archive service as a child process, configured by a generated TOML file. `archive_keys`
+/// go inside `[archive]`, `lake_keys` inside `[lake]` (its `url` must be given), `extra` at the end.
+#[derive(Debug)]
+pub struct Archive {
+    config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Archive {
+    /// Starts the archive with the repository's catalog.
+    pub fn start(
+        broker: &Broker,
+        registry: &Registry,
+        archive_keys: &str,
+        lake_keys: &str,
+        extra: &str,
+    ) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        let config = format!(
+            "[archive]\nschemas = \"{}\"\n{archive_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n[lake]\n{lake_keys}\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n\n{extra}\n",
+            schemas.display(),
+            broker.bootstrap(),
+            registry.url(),
+            free_port()?
+        );
+        let path = dir.path().join("archive.toml");
+        std::fs::write(&path, config)?;
+        let mut archive = Self {
+            config: path,
+            child: None,
+            log: dir.path().join("archive.log"),
+            _dir: dir,
+        };
+        archive.spawn()?;
+        Ok(archive)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(workspace_bin("tributary-archive")?)
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("start tributary-archive")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the archive with SIGKILL.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again after [`Archive::kill`] or [`Archive::stop`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    /// Stops it with SIGTERM and waits (up to 60 s) for a clean exit; returns whether it was clean.
+    pub fn stop(&mut self) -> Result<bool> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(true);
+        };
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill()?;
+        child.wait()?;
+        Ok(false)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Process id, for CPU accounting.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The service's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}

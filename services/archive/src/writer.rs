@@ -65,13 +65,18 @@ struct OpenFile {
     opened: Instant,
 }
 
-#[derive(Default)]
 struct PartitionState {
     file: Option<OpenFile>,
     /// Next offset to read (last handled + 1).
     next: i64,
     /// Records at or below this offset are already in the lake (found after a replay).
     skip_through: i64,
+}
+
+impl Default for PartitionState {
+    fn default() -> Self {
+        Self { file: None, next: 0, skip_through: -1 }
+    }
 }
 
 pub(crate) struct Archiver {
