@@ -33,7 +33,9 @@ pub(crate) struct AppState {
     pub(crate) registry: RegistryClient,
     pub(crate) limiter: RateLimiter,
     /// One permit per record in flight (see `max_in_flight_records`).
-    pub(crate) in_flight: tokio::sync::Semaphore,
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// Largest key plus value of one record the broker takes (librdkafka's `message.max.bytes`).
+    pub(crate) max_record_bytes: usize,
     pub(crate) metrics: IngestMetrics,
 }
 
@@ -313,17 +315,54 @@ async fn send(
     let timeout = Duration::from_millis(state.settings.request_timeout_ms);
     // Back-pressure before anything is handed to the producer, so a 503 here means nothing
     // of the request was produced.
+    // A record the broker would refuse as too large is the client's error, found before
+    // anything is sent.
+    if let Some((index, size)) = records
+        .iter()
+        .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.payload.as_ref().map_or(0, Vec::len))
+        .enumerate()
+        .find(|(_, size)| *size > state.max_record_bytes)
+    {
+        IngestMetrics::count(&state.metrics.rejected, &codec.topic.name, records.len());
+        return Err(Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "record_too_large",
+            format!(
+                "record {index} is {size} bytes encoded; at most {}",
+                state.max_record_bytes
+            ),
+        ));
+    }
     let permits = u32::try_from(records.len()).unwrap_or(u32::MAX);
-    let _permits = state.in_flight.try_acquire_many(permits).map_err(|_| {
-        Reject::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "too many records in flight; retry later",
-        )
-        .retry(Duration::from_secs(1))
-    })?;
+    let permits = state
+        .in_flight
+        .clone()
+        .try_acquire_many_owned(permits)
+        .map_err(|_| {
+            Reject::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many records in flight; retry later",
+            )
+            .retry(Duration::from_secs(1))
+        })?;
     let started = Instant::now();
-    let result = tokio::time::timeout(timeout, state.producer.send_all(&records)).await;
+    // The permits go with the records until the broker settled them, even when this request
+    // stops waiting: records still queued keep counting against the ceiling.
+    let producer = state.producer.clone();
+    let delivery = tokio::spawn(async move {
+        let result = producer.send_all(&records).await;
+        drop(permits);
+        result
+    });
+    let result = match tokio::time::timeout(timeout, delivery).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(join)) => Ok(Err(BusError::Admin {
+            topic: codec.topic.name.clone(),
+            message: join.to_string(),
+        })),
+        Err(elapsed) => Err(elapsed),
+    };
     state
         .metrics
         .produce_latency
@@ -337,6 +376,16 @@ async fn send(
         Ok(Err(BusError::QueueFull)) => {
             return Err(unavailable(
                 "the producer queue is full; retry later".into(),
+            ));
+        }
+        Ok(Err(BusError::Delivery { source, .. }))
+            if source.rdkafka_error_code()
+                == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) =>
+        {
+            return Err(Reject::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "record_too_large",
+                format!("the broker refused a record: {source}"),
             ));
         }
         Ok(Err(e)) => {

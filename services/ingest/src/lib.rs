@@ -52,6 +52,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             settings.max_records_per_request
         );
     }
+    // The ceiling must keep librdkafka's own queue from ever filling, or a full queue could
+    // refuse a request after part of it was queued.
+    let queue_limit: usize =
+        librdkafka_setting(&config.kafka, "queue.buffering.max.messages", 100_000)?;
+    if settings.max_in_flight_records > queue_limit {
+        bail!(
+            "ingest.max_in_flight_records ({}) must not exceed the producer's queue.buffering.max.messages ({queue_limit})",
+            settings.max_in_flight_records
+        );
+    }
+    let max_record_bytes: usize =
+        librdkafka_setting(&config.kafka, "message.max.bytes", 1_000_000)?;
     if settings.credentials.is_empty() {
         tracing::warn!("no credentials configured: every request will be refused with 401");
     }
@@ -88,7 +100,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             settings.rate_limit_records_per_second,
             settings.rate_limit_burst,
         ),
-        in_flight: tokio::sync::Semaphore::new(settings.max_in_flight_records),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight_records)),
+        max_record_bytes,
         settings: settings.clone(),
         producer: producer.clone(),
         registry,
@@ -132,6 +145,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         admin_addr,
         task,
     })
+}
+
+/// A numeric librdkafka setting from `[kafka.extra]`, or librdkafka's default.
+fn librdkafka_setting(
+    kafka: &tributary_core::bus::KafkaConfig,
+    key: &str,
+    default: usize,
+) -> anyhow::Result<usize> {
+    match kafka.extra.get(key) {
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("kafka.extra.{key:?} = {v:?} is not a number")),
+        None => Ok(default),
+    }
 }
 
 /// Runs the service until `shutdown`.
