@@ -75,7 +75,11 @@ struct PartitionState {
 
 impl Default for PartitionState {
     fn default() -> Self {
-        Self { file: None, next: 0, skip_through: -1 }
+        Self {
+            file: None,
+            next: 0,
+            skip_through: -1,
+        }
     }
 }
 
@@ -118,6 +122,16 @@ impl Archiver {
             metrics,
             shutdown,
         }
+    }
+
+    /// Records that a record with nothing to archive (a tombstone, a dead letter) was handled.
+    /// Positions only move forward: records of a batch are not handled in offset order.
+    fn advance(&mut self, record: &InboundRecord) {
+        let state = self
+            .partitions
+            .entry((record.topic.clone(), record.partition))
+            .or_default();
+        state.next = state.next.max(record.offset + 1);
     }
 
     /// Makes every writer schema of the batch known to the decoder, asking the registry for new
@@ -330,7 +344,7 @@ impl Archiver {
             let bucket = Bucket::of_millis(times[row]);
             let needs_new = {
                 let state = self.partitions.entry(key.clone()).or_default();
-                state.next = record.offset + 1;
+                state.next = state.next.max(record.offset + 1);
                 if record.offset <= state.skip_through {
                     continue;
                 }
@@ -542,10 +556,7 @@ impl BatchHandler for Archiver {
         // Tombstones carry no record to archive; their offsets still advance.
         let records: Vec<&InboundRecord> = batch.iter().filter(|r| r.payload.is_some()).collect();
         for r in batch.iter().filter(|r| r.payload.is_none()) {
-            self.partitions
-                .entry((r.topic.clone(), r.partition))
-                .or_default()
-                .next = r.offset + 1;
+            self.advance(r);
         }
         let payloads: Vec<&[u8]> = records
             .iter()
@@ -555,10 +566,7 @@ impl BatchHandler for Archiver {
         let decoded = self.decoder.decode(payloads.iter().copied());
         for (index, error) in &decoded.errors {
             let record = records[*index];
-            self.partitions
-                .entry((record.topic.clone(), record.partition))
-                .or_default()
-                .next = record.offset + 1;
+            self.advance(record);
             out.dead_letter(record, "decode", &error.to_string())
                 .await?;
         }
