@@ -72,5 +72,8 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "build the service binaries (integration tests run them as processes)"
+cargo build --workspace --locked --bins
+
 step "unit and integration tests"
 cargo nextest run --workspace --locked --no-fail-fast
