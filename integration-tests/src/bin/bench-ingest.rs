@@ -23,8 +23,6 @@
 //! `user_id`, or the benchmark fails.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -38,17 +36,13 @@ use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_core::telemetry::new_registry;
 use tributary_integration_tests::{
-    Broker, Ingest, Registry, create_catalog_topics, repo_catalog, workspace_bin,
+    Broker, Ingest, Registry, create_catalog_topics, repo_catalog, run_beside_services,
 };
 
 const TOPIC: &str = "raw.web_events";
 const API_KEY: &str = "bench-key";
 /// Records sent through each path before the measured part (connections, metadata, caches).
 const WARMUP_RECORDS: usize = 2_000;
-/// Set when this binary re-ran itself from `target/<profile>/deps/` (see [`run_from_deps`]).
-const REEXEC_VAR: &str = "TRIBUTARY_BENCH_REEXEC";
-const BUILD_HINT: &str = "build them first: cargo build --release -p tributary-ingest -p tributary-registry -p tributary-integration-tests";
-
 const USAGE: &str = "usage: bench-ingest [--records N] [--batch B] [--concurrency C] [--rounds R]
   --records N      records sent through each path (default 200000)
   --batch B        records per produce call and per POST (default 100)
@@ -101,7 +95,7 @@ impl Options {
 
 fn main() -> Result<()> {
     let options = Options::parse(std::env::args().skip(1))?;
-    run_from_deps()?;
+    run_beside_services(&["tributary-ingest", "tributary-registry"])?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -139,47 +133,6 @@ async fn interrupted() {
         }
         _ => std::future::pending().await,
     }
-}
-
-/// The harness's `workspace_bin` looks for the services in the parent of this executable's
-/// folder, which suits test executables in `target/<profile>/deps/`. Cargo puts this binary in
-/// `target/<profile>/` and hard-links the same file into `target/<profile>/deps/`: when the
-/// services are beside this binary and not where the harness looks, run that twin instead.
-fn run_from_deps() -> Result<()> {
-    if workspace_bin("tributary-ingest").is_ok() && workspace_bin("tributary-registry").is_ok() {
-        return Ok(());
-    }
-    let exe = std::env::current_exe().context("locate this executable")?;
-    let dir = exe.parent().context("this executable has no folder")?;
-    let beside = ["tributary-ingest", "tributary-registry"]
-        .iter()
-        .all(|name| dir.join(name).exists());
-    if !beside || std::env::var_os(REEXEC_VAR).is_some() {
-        bail!(
-            "tributary-ingest and tributary-registry are not beside {}: {BUILD_HINT}",
-            exe.display()
-        );
-    }
-    let me = std::fs::metadata(&exe)?;
-    let twin = std::fs::read_dir(dir.join("deps"))
-        .with_context(|| format!("list {}/deps", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            std::fs::metadata(path).is_ok_and(|m| m.dev() == me.dev() && m.ino() == me.ino())
-        })
-        .with_context(|| {
-            format!(
-                "no hard link of {} in {}/deps; run the bench-ingest-* file there",
-                exe.display(),
-                dir.display()
-            )
-        })?;
-    let error = std::process::Command::new(&twin)
-        .args(std::env::args_os().skip(1))
-        .env(REEXEC_VAR, "1")
-        .exec();
-    Err(error).with_context(|| format!("run {}", twin.display()))
 }
 
 async fn run(o: Options) -> Result<()> {
