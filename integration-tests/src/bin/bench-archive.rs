@@ -273,24 +273,30 @@ async fn run(o: Options) -> Result<()> {
         ..Figures::default()
     };
 
-    // Produce.
-    let chunks: Vec<Vec<OutboundRecord>> = payloads
-        .chunks(PRODUCE_CHUNK)
-        .enumerate()
-        .map(|(c, chunk)| {
-            chunk
-                .iter()
-                .enumerate()
-                .map(|(k, p)| {
-                    let key = Event::generate(c * PRODUCE_CHUNK + k).user_id.into_bytes();
-                    OutboundRecord::new(TOPIC, Some(key), p.clone())
-                })
-                .collect()
-        })
-        .collect();
+    // Produce, one hour of event time after the other: chunks in flight together interleave in
+    // a partition, and records of two hours interleaved would make the archive cut a file at
+    // every change of hour (hundreds of small files, a different number each run).
+    let mut hours: Vec<Vec<Vec<OutboundRecord>>> = Vec::new();
+    let mut start = 0;
+    while start < o.records {
+        let hour = Event::occurred_at(start).div_euclid(3_600_000);
+        let end = (start..o.records)
+            .find(|&i| Event::occurred_at(i).div_euclid(3_600_000) != hour)
+            .unwrap_or(o.records);
+        let records: Vec<OutboundRecord> = (start..end)
+            .map(|i| {
+                let key = Event::generate(i).user_id.into_bytes();
+                OutboundRecord::new(TOPIC, Some(key), payloads[i].clone())
+            })
+            .collect();
+        hours.push(records.chunks(PRODUCE_CHUNK).map(<[_]>::to_vec).collect());
+        start = end;
+    }
     let producer = Producer::new(&broker.kafka(), BusMetrics::register(&mut new_registry()))?;
     let started = Instant::now();
-    produce(&producer, Arc::new(chunks)).await?;
+    for chunks in hours {
+        produce(&producer, Arc::new(chunks)).await?;
+    }
     let produce = Rate {
         records: n,
         bytes: payload_bytes as f64,
@@ -534,60 +540,74 @@ fn print_tables(o: &Options, f: &Figures, per_million: impl Fn(u64) -> f64) {
     println!("Details of the consuming passes:");
     println!();
     println!(
-        "| pass | rec/s from first record | wall from start (s) | CPU-s per M, the process | CPU-s per M, broker | files | MB written |"
+        "| pass | rec/s from first record | wall from start (s) | CPU-s per M, the process | CPU-s per M, broker | CPU-s of other processes | files | MB written |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let seconds = |ticks: u64| per_million(ticks) * n / 1e6;
     for (i, pass) in f.bare.iter().enumerate() {
         println!(
-            "| bare loop {} | {:.0} | {:.1} | {:.2} (this process) | {:.2} | | |",
+            "| bare loop {} | {:.0} | {:.1} | {:.2} (this process) | {:.2} | {:.1} | | |",
             i + 1,
             pass.rate.per_second(),
             pass.wall,
             per_million(pass.cpu_ticks),
-            per_million(pass.broker_ticks)
+            per_million(pass.broker_ticks),
+            seconds(pass.other_ticks)
         );
     }
     if let Some(pass) = &f.bus_loop {
         println!(
-            "| consumer loop, no-op handler | {:.0} | {:.1} | {:.2} (this process) | {:.2} | | |",
+            "| consumer loop, no-op handler | {:.0} | {:.1} | {:.2} (this process) | {:.2} | {:.1} | | |",
             pass.rate.per_second(),
             pass.wall,
             per_million(pass.cpu_ticks),
-            per_million(pass.broker_ticks)
+            per_million(pass.broker_ticks),
+            seconds(pass.other_ticks)
         );
     }
     for run in &f.archives {
         println!(
-            "| archive, {} | {:.0} | {:.1} | {:.2} | {:.2} | {} | {:.1} |",
+            "| archive, {} | {} | {:.1} | {:.2} | {:.2} | {:.1} | {} (largest {} rows; {} early flushes, {} rebalances) | {:.1} |",
             run.compression,
-            run.rate.per_second(),
+            if run.rate.records > 0.0 {
+                format!("{:.0}", run.rate.per_second())
+            } else {
+                "n/a".to_string()
+            },
             run.wall,
             per_million(run.cpu_ticks),
             per_million(run.broker_ticks),
+            seconds(run.other_ticks),
             run.files,
+            run.largest_file_rows,
+            run.metrics.early_flushes,
+            run.metrics.rebalances,
             run.lake_bytes as f64 / 1e6
         );
     }
     if let Some(py) = &f.python {
         println!(
-            "| Python | {:.0} | {:.1} | {:.2} | {:.2} | {} | {:.1} |",
+            "| Python | {:.0} | {:.1} | {:.2} | {:.2} | {:.1} | {} | {:.1} |",
             py.rate.per_second(),
             py.wall,
             per_million(py.cpu_ticks),
             per_million(py.broker_ticks),
+            seconds(py.other_ticks),
             py.files,
             py.bytes as f64 / 1e6
         );
     }
 
     // Where the archive's CPU goes, estimated from the single-threaded stage figures.
-    if let (Some(s), Some(run), Some(bare)) = (
+    if let (Some(s), Some(run), false) = (
         &f.stages,
         f.archives.iter().find(|r| r.compression == "zstd"),
-        f.bare.first(),
+        f.bare.is_empty(),
     ) {
         let total = per_million(run.cpu_ticks);
-        let consume = per_million(bare.cpu_ticks);
+        // The bare passes' mean: the Kafka client's share, as in the archive.
+        let consume =
+            f.bare.iter().map(|p| per_million(p.cpu_ticks)).sum::<f64>() / f.bare.len() as f64;
         let decode = 1e6 / s.ours_decode.per_second();
         let write = 1e6 / s.ours_total.per_second() - decode;
         println!();
@@ -595,20 +615,20 @@ fn print_tables(o: &Options, f: &Figures, per_million: impl Fn(u64) -> f64) {
             Some(bus) => {
                 let bus = per_million(bus.cpu_ticks);
                 println!(
-                    "Archive (zstd) CPU-s per M records, estimated by stage: {total:.2} in all = Kafka client {consume:.2} (the bare loop's) + the consumer loop's own work {:.2} (the no-op loop's, less the bare loop's) + Avro decode {decode:.2} + Parquet zstd write {write:.2} + the rest of the archive {:.2} (lineage columns, per-file batches, bookkeeping, process start)",
+                    "Archive (zstd) CPU-s per M records, estimated by stage: {total:.2} in all = Kafka client {consume:.2} (the bare loops' mean) + the consumer loop's own work {:.2} (the no-op loop's, less the bare loops' mean) + Avro decode {decode:.2} + Parquet zstd write {write:.2} + the rest of the archive {:.2} (lineage columns, per-file batches, bookkeeping, process start)",
                     bus - consume,
                     total - bus - decode - write
                 );
             }
             None => println!(
-                "Archive (zstd) CPU-s per M records, estimated by stage: {total:.2} in all = Kafka client {consume:.2} (the bare loop's) + Avro decode {decode:.2} + Parquet zstd write {write:.2} + the rest {:.2} (the consumer loop's per-record work, lineage columns, per-file batches, bookkeeping, process start; --bus-loop splits it)",
+                "Archive (zstd) CPU-s per M records, estimated by stage: {total:.2} in all = Kafka client {consume:.2} (the bare loops' mean) + Avro decode {decode:.2} + Parquet zstd write {write:.2} + the rest {:.2} (the consumer loop's per-record work, lineage columns, per-file batches, bookkeeping, process start; --bus-loop splits it)",
                 total - consume - decode - write
             ),
         }
     }
     println!();
     println!(
-        "Rates in the first table are over whole passes: from subscribing (bare loop) or starting the process (archive, Python) to the last record read or the last row in the lake; ratios use the faster bare pass. Rates \"from the first record\" start at the first record (bare loop) or the first batch the archive reported, when librdkafka may already hold more fetched records, so they favour the archive. The archive ran with max_open_seconds {}, batch_records {}, and got SIGTERM once it had consumed everything (its last files are written then, not {} s later).",
+        "Rates in the first table are over whole passes: from subscribing (bare loop) or starting the process (archive, Python) to the last record read or the last row in the lake; ratios use the faster bare pass. Rates \"from the first record\" start at the first record (bare loop) or the first batch the archive reported, when librdkafka may already hold more fetched records, so they favour the archive. The archive ran with max_open_seconds {}, batch_records {}, and got SIGTERM once it had consumed everything (its last files are written then, not {} s later). \"CPU-s of other processes\" is what the rest of the machine used during a pass (the registry, the kernel, anything else running): more than a few seconds means the pass shared the 2 cores and its figures are suspect.",
         o.max_open_seconds, o.batch_records, o.max_open_seconds
     );
 }
@@ -795,13 +815,17 @@ struct ConsumePass {
     wall: f64,
     cpu_ticks: u64,
     broker_ticks: u64,
+    /// CPU used meanwhile by processes other than this one and the broker.
+    other_ticks: u64,
 }
 
 async fn bare_pass(broker: &Broker, broker_pid: u32, records: usize) -> Result<ConsumePass> {
     let kafka = broker.kafka();
-    let broker_before = cpu_ticks(broker_pid)?;
+    let before = Snapshot::take(broker_pid)?;
     let mut pass = tokio::task::spawn_blocking(move || bare_consume(&kafka, records)).await??;
-    pass.broker_ticks = cpu_ticks(broker_pid)?.saturating_sub(broker_before);
+    let after = Snapshot::take(broker_pid)?;
+    pass.broker_ticks = after.broker - before.broker;
+    pass.other_ticks = before.others_until(&after, 0);
     Ok(pass)
 }
 
@@ -852,6 +876,7 @@ fn bare_consume(kafka: &KafkaConfig, records: usize) -> Result<ConsumePass> {
         wall: (done - subscribed).as_secs_f64(),
         cpu_ticks: cpu,
         broker_ticks: 0,
+        other_ticks: 0,
     })
 }
 
@@ -904,15 +929,14 @@ async fn bus_loop_pass(broker: &Broker, broker_pid: u32, o: &Options) -> Result<
         first: None,
         shutdown: shutdown.clone(),
     };
-    let (me, broker_before) = (std::process::id(), cpu_ticks(broker_pid)?);
-    let cpu_before = cpu_ticks(me)?;
+    let before = Snapshot::take(broker_pid)?;
     let started = Instant::now();
     let run = run_consumer(&kafka, &config, &producer, &metrics, &mut handler, shutdown);
     tokio::time::timeout(PASS_TIMEOUT, run)
         .await
         .context("the consumer loop did not read everything in time")??;
     let done = Instant::now();
-    let cpu = cpu_ticks(me)?.saturating_sub(cpu_before);
+    let after = Snapshot::take(broker_pid)?;
     ensure!(
         handler.seen == o.records,
         "the consumer loop read {} records, expected {}",
@@ -929,8 +953,9 @@ async fn bus_loop_pass(broker: &Broker, broker_pid: u32, o: &Options) -> Result<
             seconds: (done - first).as_secs_f64(),
         },
         wall: (done - started).as_secs_f64(),
-        cpu_ticks: cpu,
-        broker_ticks: cpu_ticks(broker_pid)?.saturating_sub(broker_before),
+        cpu_ticks: after.me - before.me,
+        broker_ticks: after.broker - before.broker,
+        other_ticks: before.others_until(&after, 0),
     })
 }
 
@@ -945,8 +970,11 @@ struct ArchiveRun {
     wall: f64,
     cpu_ticks: u64,
     broker_ticks: u64,
+    other_ticks: u64,
     files: usize,
     lake_bytes: u64,
+    largest_file_rows: u64,
+    metrics: ArchiveMetrics,
 }
 
 async fn archive_run(
@@ -967,7 +995,7 @@ async fn archive_run(
         o.batch_records
     );
     let lake_keys = format!("url = \"file://{}\"", root.display());
-    let broker_before = cpu_ticks(broker_pid)?;
+    let before = Snapshot::take(broker_pid)?;
     let started = Instant::now();
     let mut archive = Archive::start(broker, registry, &keys, &lake_keys, "")?;
     let pid = archive.pid().context("the archive has no process")?;
@@ -977,6 +1005,7 @@ async fn archive_run(
         .build()?;
     let mut lake_files = LakeFiles::default();
     let mut first: Option<(Instant, u64)> = None;
+    let mut last_metrics = ArchiveMetrics::default();
     let mut terminated = false;
     let done = loop {
         ensure!(
@@ -992,7 +1021,9 @@ async fn archive_run(
             "the archive exited before archiving everything:\n{}",
             archive.log()
         );
-        if !terminated && let Ok(consumed) = consumed(&client, &metrics).await {
+        if !terminated && let Ok(m) = archive_metrics(&client, &metrics).await {
+            let consumed = m.consumed;
+            last_metrics = m;
             if first.is_none() && consumed > 0 {
                 first = Some((Instant::now(), consumed));
             }
@@ -1010,13 +1041,14 @@ async fn archive_run(
         }
         tokio::time::sleep(POLL).await;
     };
-    let broker_ticks = cpu_ticks(broker_pid)?.saturating_sub(broker_before);
+    let broker_ticks = cpu_ticks(broker_pid)?.saturating_sub(before.broker);
     if !terminated {
         Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()?;
     }
     let cpu = ticks_at_exit(pid, Duration::from_secs(60))?;
+    let other_ticks = before.others_until(&Snapshot::take(broker_pid)?, cpu);
     let clean = archive.stop()?;
     ensure!(
         clean,
@@ -1036,13 +1068,23 @@ async fn archive_run(
         wall: (done - started).as_secs_f64(),
         cpu_ticks: cpu,
         broker_ticks,
+        other_ticks,
         files: lake_files.files.len(),
         lake_bytes: lake_files.files.values().map(|f| f.size).sum(),
+        largest_file_rows: lake_files.files.values().map(|f| f.rows).max().unwrap_or(0),
+        metrics: last_metrics,
     })
 }
 
-/// Records the archive has consumed, from its `/metrics`.
-async fn consumed(client: &reqwest::Client, url: &str) -> Result<u64> {
+/// Counters of the archive's `/metrics`, as last read before it was stopped.
+#[derive(Debug, Clone, Copy, Default)]
+struct ArchiveMetrics {
+    consumed: u64,
+    early_flushes: u64,
+    rebalances: u64,
+}
+
+async fn archive_metrics(client: &reqwest::Client, url: &str) -> Result<ArchiveMetrics> {
     let text = client
         .get(url)
         .send()
@@ -1050,11 +1092,21 @@ async fn consumed(client: &reqwest::Client, url: &str) -> Result<u64> {
         .error_for_status()?
         .text()
         .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("tributary_bus_records_consumed_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+    // Sums every series of a counter (records_consumed has one per topic).
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    Ok(ArchiveMetrics {
+        consumed: counter("tributary_bus_records_consumed_total"),
+        early_flushes: counter("tributary_archive_early_flushes_total"),
+        rebalances: counter("tributary_bus_rebalances_total"),
+    })
 }
 
 /// What a Parquet file of the lake holds, from its footer.
@@ -1173,6 +1225,7 @@ struct PythonRun {
     wall: f64,
     cpu_ticks: u64,
     broker_ticks: u64,
+    other_ticks: u64,
     self_reported_cpu_s: f64,
     files: u64,
     bytes: u64,
@@ -1182,7 +1235,7 @@ async fn python_run(broker: &Broker, registry: &Registry, records: usize) -> Res
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/archive_baseline.py");
     let out = tempfile::tempdir()?;
     let broker_pid = broker.pid().context("the broker has no process")?;
-    let broker_before = cpu_ticks(broker_pid)?;
+    let before = Snapshot::take(broker_pid)?;
     let started = Instant::now();
     let child = Command::new("python3")
         .arg(&script)
@@ -1202,7 +1255,9 @@ async fn python_run(broker: &Broker, registry: &Registry, records: usize) -> Res
     let pid = child.id();
     let cpu = tokio::task::spawn_blocking(move || ticks_at_exit(pid, PASS_TIMEOUT)).await??;
     let wall = started.elapsed().as_secs_f64();
-    let broker_ticks = cpu_ticks(broker_pid)?.saturating_sub(broker_before);
+    let after = Snapshot::take(broker_pid)?;
+    let broker_ticks = after.broker - before.broker;
+    let other_ticks = before.others_until(&after, cpu);
     let output = child.wait_with_output()?;
     ensure!(
         output.status.success(),
@@ -1236,6 +1291,7 @@ async fn python_run(broker: &Broker, registry: &Registry, records: usize) -> Res
         wall,
         cpu_ticks: cpu,
         broker_ticks,
+        other_ticks,
         self_reported_cpu_s: number("cpu_user_seconds")? + number("cpu_system_seconds")?,
         files: number("files")? as u64,
         bytes: number("bytes")? as u64,
@@ -1273,6 +1329,45 @@ fn process_stat(pid: u32) -> Result<ProcessStat> {
 
 fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(process_stat(pid)?.ticks)
+}
+
+/// CPU used so far by the whole machine, this process and the broker, in clock ticks: another
+/// process busy during a pass (a build, another benchmark) shows as CPU used by others.
+struct Snapshot {
+    machine: u64,
+    me: u64,
+    broker: u64,
+}
+
+impl Snapshot {
+    fn take(broker_pid: u32) -> Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        // cpu  user nice system idle iowait irq softirq steal ...: all but idle and iowait.
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .context("/proc/stat has no cpu line")?
+            .split_whitespace()
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        ensure!(fields.len() == 8, "/proc/stat: short cpu line");
+        Ok(Self {
+            machine: fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7],
+            me: cpu_ticks(std::process::id())?,
+            broker: cpu_ticks(broker_pid)?,
+        })
+    }
+
+    /// Ticks the machine spent between the two snapshots on anything but this process, the
+    /// broker and `measured` (the ticks of the process the pass measured).
+    fn others_until(&self, later: &Self, measured: u64) -> u64 {
+        (later.machine - self.machine)
+            .saturating_sub(later.me - self.me)
+            .saturating_sub(later.broker - self.broker)
+            .saturating_sub(measured)
+    }
 }
 
 /// Waits until the child `pid` has exited (a zombie, not yet reaped) and returns the CPU time of
@@ -1355,6 +1450,11 @@ fn mix(x: u64) -> u64 {
 }
 
 impl Event {
+    /// Every 7 ms from an hour boundary: a million records span two hours of event time.
+    fn occurred_at(i: usize) -> i64 {
+        1_764_000_000_000 + (i as i64) * 7
+    }
+
     fn generate(i: usize) -> Self {
         let i = i as u64;
         let a = mix(2 * i);
@@ -1379,8 +1479,7 @@ impl Event {
             user_id: format!("user-{user:06}"),
             session_id: format!("s-{:012x}", mix(user * 1_000 + i / 5_000) >> 16),
             event_type: kind,
-            // Every 7 ms from an hour boundary: a million records span two hours of event time.
-            occurred_at: 1_764_000_000_000 + (i * 7) as i64,
+            occurred_at: Self::occurred_at(i as usize),
             url: format!(
                 "https://shop.example.com/products/{}/{}",
                 CATEGORIES[(b >> 8) as usize % CATEGORIES.len()],
