@@ -6,6 +6,7 @@
 //! - [`TestDatabase`]: a fresh database on the machine's PostgreSQL, dropped afterwards.
 //! - [`unique`]: random topic and group names, so tests never share state and can run twice.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -595,44 +596,37 @@ impl Broker {
     }
 }
 
-/// The archive service as a child process, configured by a generated TOML file. `archive_keys`
-/// go inside `[archive]`, `lake_keys` inside `[lake]` (its `url` must be given), `extra` at the end.
+/// A service binary of the workspace as a child process, configured by a generated TOML file
+/// (with a free admin port) and logging to a file; killed when dropped.
 #[derive(Debug)]
-pub struct Archive {
+pub struct Service {
+    binary: &'static str,
     config: PathBuf,
     child: Option<Child>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Archive {
-    /// Starts the archive with the repository's catalog.
-    pub fn start(
-        broker: &Broker,
-        registry: &Registry,
-        archive_keys: &str,
-        lake_keys: &str,
-        extra: &str,
-    ) -> Result<Self> {
+impl Service {
+    /// Writes `config` (followed by a `[telemetry]` section with a free admin port) and starts
+    /// `binary` with it.
+    pub fn start(binary: &'static str, config: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let config = format!(
-            "[archive]\nschemas = \"{}\"\n{archive_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n[lake]\n{lake_keys}\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n\n{extra}\n",
-            schemas.display(),
-            broker.bootstrap(),
-            registry.url(),
+            "{config}\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n",
             free_port()?
         );
-        let path = dir.path().join("archive.toml");
+        let path = dir.path().join(format!("{binary}.toml"));
         std::fs::write(&path, config)?;
-        let mut archive = Self {
+        let mut service = Self {
+            binary,
             config: path,
             child: None,
-            log: dir.path().join("archive.log"),
+            log: dir.path().join(format!("{binary}.log")),
             _dir: dir,
         };
-        archive.spawn()?;
-        Ok(archive)
+        service.spawn()?;
+        Ok(service)
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -640,18 +634,18 @@ impl Archive {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(workspace_bin("tributary-archive")?)
+        let child = Command::new(workspace_bin(self.binary)?)
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .context("start tributary-archive")?;
+            .with_context(|| format!("start {}", self.binary))?;
         self.child = Some(child);
         Ok(())
     }
 
-    /// Kills the archive with SIGKILL.
+    /// Kills the service with SIGKILL.
     pub fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill()?;
@@ -660,7 +654,7 @@ impl Archive {
         Ok(())
     }
 
-    /// Starts it again after [`Archive::kill`] or [`Archive::stop`].
+    /// Starts it again after [`Service::kill`] or [`Service::stop`].
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
         self.spawn()
@@ -693,6 +687,22 @@ impl Archive {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits (up to `timeout`) for the process to exit by itself; its exit status, or `None`
+    /// if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
     /// Process id, for CPU accounting.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -702,11 +712,96 @@ impl Archive {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Base URL of the admin server (`/metrics`, `/healthz`, `/readyz`), from the generated config.
+    pub fn admin_url(&self) -> Result<String> {
+        let config = std::fs::read_to_string(&self.config)?;
+        let addr = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("admin_addr = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .with_context(|| format!("no admin_addr in the generated {} config", self.binary))?;
+        Ok(format!("http://{addr}"))
+    }
 }
 
-impl Drop for Archive {
+impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.kill();
+    }
+}
+
+/// The archive service (see [`Service`] for what it can do).
+#[derive(Debug)]
+pub struct Archive(Service);
+
+impl Archive {
+    /// Starts the archive with the repository's catalog. `archive_keys` go inside `[archive]`,
+    /// `lake_keys` inside `[lake]` (its `url` must be given), `extra` at the end.
+    pub fn start(
+        broker: &Broker,
+        registry: &Registry,
+        archive_keys: &str,
+        lake_keys: &str,
+        extra: &str,
+    ) -> Result<Self> {
+        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        let config = format!(
+            "[archive]\nschemas = \"{}\"\n{archive_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n[lake]\n{lake_keys}\n\n{extra}\n",
+            schemas.display(),
+            broker.bootstrap(),
+            registry.url(),
+        );
+        Ok(Self(Service::start("tributary-archive", &config)?))
+    }
+}
+
+impl std::ops::Deref for Archive {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Archive {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.0
+    }
+}
+
+/// The transform service (see [`Service`] for what it can do).
+#[derive(Debug)]
+pub struct Transform(Service);
+
+impl Transform {
+    /// Starts the transform with the catalog in `schemas`; `transform_keys` go inside
+    /// `[transform]` (e.g. `only = ["clean_web_events"]`).
+    pub fn start(
+        broker: &Broker,
+        registry: &Registry,
+        schemas: &Path,
+        transform_keys: &str,
+    ) -> Result<Self> {
+        let config = format!(
+            "[transform]\nschemas = \"{}\"\n{transform_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n",
+            schemas.display(),
+            broker.bootstrap(),
+            registry.url(),
+        );
+        Ok(Self(Service::start("tributary-transform", &config)?))
+    }
+}
+
+impl std::ops::Deref for Transform {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Transform {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.0
     }
 }
 
@@ -763,15 +858,74 @@ pub fn run_beside_services(services: &[&str]) -> Result<()> {
     Err(error).with_context(|| format!("run {}", twin.display()))
 }
 
-impl Archive {
-    /// Base URL of the admin server (`/metrics`, `/healthz`, `/readyz`), from the generated config.
-    pub fn admin_url(&self) -> Result<String> {
-        let config = std::fs::read_to_string(&self.config)?;
-        let addr = config
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("admin_addr = \""))
-            .and_then(|rest| rest.strip_suffix('"'))
-            .context("no admin_addr in the generated archive config")?;
-        Ok(format!("http://{addr}"))
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Value (empty for a tombstone).
+    pub payload: Vec<u8>,
+    /// Headers as text.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads every partition of `topic` from the start until `count` records arrived or `wait`
+/// passed, whichever is first; returns what arrived.
+pub fn read_all(
+    broker: &Broker,
+    topic: &str,
+    count: usize,
+    wait: Duration,
+) -> Result<Vec<ReadRecord>> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = broker
+        .kafka()
+        .client_config()
+        .set("group.id", unique("g-read"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
     }
+    if tpl.count() == 0 {
+        bail!("topic {topic} has no partitions");
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(ReadRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    Ok(out)
 }

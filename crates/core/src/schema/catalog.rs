@@ -10,6 +10,7 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use serde::Deserialize;
 
+use super::transforms::{self, TransformDecl};
 use crate::bus::{TopicSpec, dlq_topic};
 
 /// Name of the catalog file inside the schemas folder.
@@ -82,6 +83,8 @@ struct CatalogFile {
     defaults: Defaults,
     #[serde(default, rename = "topic")]
     topics: Vec<TopicEntry>,
+    #[serde(default, rename = "transform")]
+    transforms: Vec<TransformDecl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +194,8 @@ pub struct Catalog {
     pub dir: PathBuf,
     /// Topics by name.
     pub topics: BTreeMap<String, Topic>,
+    /// Transforms (`[[transform]]`), in the order declared.
+    pub transforms: Vec<TransformDecl>,
 }
 
 impl Catalog {
@@ -242,9 +247,11 @@ impl Catalog {
                 }
             }
         }
+        transforms::validate(&parsed.transforms, &topics).map_err(|m| fail(&catalog_path, m))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             topics,
+            transforms: parsed.transforms,
         })
     }
 
@@ -407,6 +414,11 @@ fn parse_retention(s: &str) -> Result<i64, String> {
     if s == "forever" {
         return Ok(-1);
     }
+    parse_duration(s)
+}
+
+/// Parses `7d`, `12h`, `30m`, `90s` or `500ms` into milliseconds.
+pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: i64 = number

@@ -6,4 +6,5 @@ pub mod catalog;
 pub mod compat;
 pub mod json;
 pub mod registry;
+pub mod transforms;
 pub mod wire;

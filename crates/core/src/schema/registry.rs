@@ -358,6 +358,52 @@ fn encode(subject: &str) -> String {
         .replace('+', "%20")
 }
 
+/// Makes the writer schema of every payload known to `decoder`, asking the registry for ids it
+/// has not seen. While the registry is unreachable it retries with backoff (up to 30 s apart)
+/// until `shutdown`, which returns [`ShuttingDown`]. An id the registry does not know (40403),
+/// or a schema the decoder cannot take, is left for the decoder to report per record.
+pub async fn learn_writer_schemas(
+    registry: &RegistryClient,
+    decoder: &mut crate::schema::arrow::AvroBatchDecoder,
+    payloads: &[&[u8]],
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(), ShuttingDown> {
+    let mut tried = std::collections::HashSet::new();
+    for payload in payloads {
+        let Ok((id, _)) = crate::schema::wire::parse(payload) else {
+            continue;
+        };
+        if decoder.is_registered(id) || !tried.insert(id) {
+            continue;
+        }
+        let mut backoff = Duration::from_millis(200);
+        let schema = loop {
+            match registry.schema_by_id(id).await {
+                Ok(s) => break Some(s),
+                Err(e) if e.error_code() == Some(40403) => break None,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "registry unavailable; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(ShuttingDown),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+        if let Some(schema) = schema {
+            // A schema the decoder cannot take is reported per record by the decoder.
+            let _ = decoder.register(id, &schema);
+        }
+    }
+    Ok(())
+}
+
+/// Returned when a shutdown interrupted waiting for the registry.
+#[derive(Debug, thiserror::Error)]
+#[error("shutting down while waiting for the schema registry")]
+pub struct ShuttingDown;
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

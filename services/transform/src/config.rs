@@ -1,0 +1,67 @@
+//! Configuration of the transform service (`[transform]`, `[kafka]`, `[registry]`, `[telemetry]`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tributary_core::bus::KafkaConfig;
+use tributary_core::config::{ConfigError, load};
+use tributary_core::schema::registry::RegistryConfig;
+use tributary_core::telemetry::TelemetryConfig;
+
+/// Built-in defaults; a TOML file and `TRIBUTARY__*` variables override them.
+pub const DEFAULTS: &str = r#"
+[transform]
+schemas = "schemas"
+group_id = "tributary-transform"
+only = []
+batch_records = 2000
+batch_wait_ms = 100
+
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+client_id = "tributary-transform"
+
+[registry]
+url = "http://127.0.0.1:8081"
+
+[telemetry]
+admin_addr = "0.0.0.0:9094"
+"#;
+
+/// The whole configuration of the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which transforms run and how records are batched.
+    pub transform: TransformSettings,
+    /// The Kafka cluster read from and written to.
+    pub kafka: KafkaConfig,
+    /// The schema registry.
+    pub registry: RegistryConfig,
+    /// Logs, metrics and the admin server.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Settings of the transform service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSettings {
+    /// The schemas folder holding the catalog whose `[[transform]]` entries run.
+    pub schemas: PathBuf,
+    /// Consumer group of the replicas.
+    pub group_id: String,
+    /// Names of the transforms to run; empty: all of the catalog's.
+    pub only: Vec<String>,
+    /// Largest batch handed to the SQL.
+    pub batch_records: usize,
+    /// Longest wait for a batch to fill, in milliseconds.
+    pub batch_wait_ms: u64,
+}
+
+impl Config {
+    /// Loads the defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        load(DEFAULTS, file)
+    }
+}

@@ -1,0 +1,319 @@
+//! Fits what the SQL produced to the output topic's Arrow schema: columns by name, in the
+//! schema's order, cast where the types differ, strings mapped onto enum symbols. Values that do
+//! not fit (a null in a required field, a string that is no symbol of the enum, a cast that
+//! fails) are reported per row, so the transform can dead-letter exactly those records.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
+use arrow::compute::{CastOptions, can_cast_types, cast, cast_with_options};
+use arrow::datatypes::{DataType, Field, Int32Type, SchemaRef};
+
+/// Field metadata arrow-avro gives an enum: its symbols as a JSON array.
+const ENUM_SYMBOLS_KEY: &str = "avro.enum.symbols";
+
+/// How one output field is made from the SQL's columns.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// The column as it is.
+    Same(usize),
+    /// The column cast to the field's type.
+    Cast(usize),
+    /// The column as text, mapped onto the enum's symbols.
+    Enum(usize, Arc<Vec<String>>),
+}
+
+/// The mapping from the SQL's output to the output schema, checked once at start-up.
+#[derive(Debug, Clone)]
+pub(crate) struct Conformer {
+    target: SchemaRef,
+    plans: Vec<Plan>,
+}
+
+/// Rows of a batch that do not fit the output schema, with why.
+pub(crate) type RowErrors = Vec<(usize, String)>;
+
+impl Conformer {
+    /// Checks that `produced` (the SQL's output schema) can become `target`: every field
+    /// present by name, of a type that casts, and no column the target has no field for. The
+    /// error lists every problem.
+    pub(crate) fn new(
+        produced: &arrow::datatypes::Schema,
+        target: SchemaRef,
+    ) -> Result<Self, String> {
+        let mut problems = Vec::new();
+        let mut plans = Vec::new();
+        for field in target.fields() {
+            let Ok(index) = produced.index_of(field.name()) else {
+                problems.push(format!(
+                    "no column {} ({})",
+                    field.name(),
+                    field.data_type()
+                ));
+                continue;
+            };
+            let source = produced.field(index).data_type();
+            if let Some(symbols) = enum_symbols(field) {
+                if can_cast_types(source, &DataType::Utf8) {
+                    plans.push(Plan::Enum(index, Arc::new(symbols)));
+                } else {
+                    problems.push(format!(
+                        "column {} is {source}, which cannot become the enum {}",
+                        field.name(),
+                        field.data_type()
+                    ));
+                }
+            } else if source.equals_datatype(field.data_type()) {
+                plans.push(Plan::Same(index));
+            } else if can_cast_types(source, field.data_type()) {
+                plans.push(Plan::Cast(index));
+            } else {
+                problems.push(format!(
+                    "column {} is {source}, which cannot be cast to {}",
+                    field.name(),
+                    field.data_type()
+                ));
+            }
+        }
+        for field in produced.fields() {
+            if target.field_with_name(field.name()).is_err() {
+                problems.push(format!(
+                    "column {} is not a field of the output schema",
+                    field.name()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { target, plans })
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// The batch in the output schema, or the rows that cannot be in it.
+    pub(crate) fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch, RowErrors> {
+        let rows = batch.num_rows();
+        let mut errors: HashMap<usize, String> = HashMap::new();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.plans.len());
+        for (field, plan) in self.target.fields().iter().zip(&self.plans) {
+            let column = match plan {
+                Plan::Same(i) => batch.column(*i).clone(),
+                Plan::Cast(i) => cast_column(batch.column(*i), field, &mut errors),
+                Plan::Enum(i, symbols) => {
+                    enum_column(batch.column(*i), field, symbols, &mut errors)
+                }
+            };
+            if !field.is_nullable() && column.null_count() > 0 {
+                for row in 0..rows {
+                    if column.is_null(row) {
+                        errors.entry(row).or_insert_with(|| {
+                            format!(
+                                "field {} is null but the output schema requires a value",
+                                field.name()
+                            )
+                        });
+                    }
+                }
+            }
+            columns.push(column);
+        }
+        if !errors.is_empty() {
+            let mut errors: RowErrors = errors.into_iter().collect();
+            errors.sort_by_key(|(row, _)| *row);
+            return Err(errors);
+        }
+        RecordBatch::try_new(self.target.clone(), columns).map_err(|e| vec![(0, e.to_string())])
+    }
+}
+
+fn enum_symbols(field: &Field) -> Option<Vec<String>> {
+    let is_dictionary = matches!(field.data_type(), DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8);
+    let symbols = field.metadata().get(ENUM_SYMBOLS_KEY)?;
+    if !is_dictionary {
+        return None;
+    }
+    serde_json::from_str(symbols).ok()
+}
+
+/// Casts; a non-null value that became null did not fit.
+fn cast_column(column: &ArrayRef, field: &Field, errors: &mut HashMap<usize, String>) -> ArrayRef {
+    let options = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    match cast_with_options(column, field.data_type(), &options) {
+        Ok(cast) => {
+            for row in 0..column.len() {
+                if column.is_valid(row) && cast.is_null(row) {
+                    errors.entry(row).or_insert_with(|| {
+                        format!(
+                            "field {}: the value does not fit {}",
+                            field.name(),
+                            field.data_type()
+                        )
+                    });
+                }
+            }
+            cast
+        }
+        Err(e) => {
+            for row in 0..column.len() {
+                errors
+                    .entry(row)
+                    .or_insert_with(|| format!("field {}: {e}", field.name()));
+            }
+            arrow::array::new_null_array(field.data_type(), column.len())
+        }
+    }
+}
+
+/// Text mapped onto the symbols; text that is no symbol is an error of its row.
+fn enum_column(
+    column: &ArrayRef,
+    field: &Field,
+    symbols: &Arc<Vec<String>>,
+    errors: &mut HashMap<usize, String>,
+) -> ArrayRef {
+    let index: HashMap<&str, i32> = symbols
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((s.as_str(), i32::try_from(i).ok()?)))
+        .collect();
+    let text = match cast(column, &DataType::Utf8) {
+        Ok(t) => t,
+        Err(e) => {
+            for row in 0..column.len() {
+                errors
+                    .entry(row)
+                    .or_insert_with(|| format!("field {}: {e}", field.name()));
+            }
+            return arrow::array::new_null_array(field.data_type(), column.len());
+        }
+    };
+    let keys: Int32Array = match text.as_any().downcast_ref::<StringArray>() {
+        Some(strings) => strings
+            .iter()
+            .enumerate()
+            .map(|(row, s)| {
+                let s = s?;
+                let key = index.get(s).copied();
+                if key.is_none() {
+                    errors.entry(row).or_insert_with(|| {
+                        format!(
+                            "field {}: {s:?} is not one of the enum's symbols {symbols:?}",
+                            field.name()
+                        )
+                    });
+                }
+                key
+            })
+            .collect(),
+        None => Int32Array::new_null(column.len()),
+    };
+    let values: ArrayRef = Arc::new(StringArray::from_iter_values(symbols.iter()));
+    match DictionaryArray::<Int32Type>::try_new(keys, values) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            for row in 0..column.len() {
+                errors
+                    .entry(row)
+                    .or_insert_with(|| format!("field {}: {e}", field.name()));
+            }
+            arrow::array::new_null_array(field.data_type(), column.len())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::Schema;
+    use std::collections::HashMap as Map;
+
+    fn enum_field(name: &str, symbols: &[&str]) -> Field {
+        let metadata = Map::from([(
+            ENUM_SYMBOLS_KEY.to_string(),
+            serde_json::to_string(symbols).unwrap(),
+        )]);
+        Field::new(
+            name,
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        )
+        .with_metadata(metadata)
+    }
+
+    fn target() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            enum_field("status", &["paid", "other"]),
+            Field::new("note", DataType::Utf8, true),
+        ]))
+    }
+
+    fn produced(ids: Vec<Option<&str>>, statuses: Vec<&str>) -> RecordBatch {
+        let n = ids.len();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("note", DataType::Utf8, true),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("id", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(StringArray::from(vec![Some("x"); n])),
+                Arc::new(StringArray::from(statuses)),
+                Arc::new(StringArray::from(ids)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn columns_are_reordered_cast_and_mapped_onto_enum_symbols() {
+        let batch = produced(vec![Some("1"), Some("2")], vec!["other", "paid"]);
+        let conformer = Conformer::new(&batch.schema(), target()).unwrap();
+        let out = conformer.apply(&batch).unwrap();
+        assert_eq!(out.schema(), target());
+        let ids = out.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.values(), &[1, 2]);
+        let status = out
+            .column(1)
+            .as_any()
+            .downcast_ref::<DictionaryArray<Int32Type>>()
+            .unwrap();
+        assert_eq!(status.keys().values(), &[1, 0]);
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_named_with_the_field() {
+        let batch = produced(
+            vec![Some("1"), Some("x"), None],
+            vec!["paid", "paid", "lost"],
+        );
+        let conformer = Conformer::new(&batch.schema(), target()).unwrap();
+        let errors = conformer.apply(&batch).unwrap_err();
+        let rows: Vec<usize> = errors.iter().map(|(r, _)| *r).collect();
+        assert_eq!(rows, vec![1, 2]);
+        assert!(errors[0].1.contains("field id"), "{errors:?}");
+        assert!(
+            errors[1].1.contains("field id") || errors[1].1.contains("lost"),
+            "{errors:?}"
+        );
+        assert!(conformer.apply(&batch.slice(0, 1)).is_ok());
+    }
+
+    #[test]
+    fn a_schema_mismatch_lists_every_problem() {
+        let produced = Schema::new(vec![
+            Field::new("id", DataType::Binary, false),
+            Field::new("extra", DataType::Utf8, true),
+        ]);
+        let error = Conformer::new(&produced, target()).unwrap_err();
+        assert!(error.contains("no column status"), "{error}");
+        assert!(error.contains("column id is Binary"), "{error}");
+        assert!(error.contains("column extra is not a field"), "{error}");
+    }
+}

@@ -1,0 +1,218 @@
+//! The transform service: runs the transforms declared in the catalog (`[[transform]]`), each
+//! reading input topics and writing one output topic: validation rules, deduplication, lookup
+//! enrichment and a row-wise SQL statement (DataFusion on Arrow batches), at least once through
+//! the shared consumer loop. Records that fail go to `dlq.transform` naming the transform, the
+//! step and the reason. See `docs/transform.md`.
+
+pub mod config;
+mod conform;
+mod dedup;
+mod engine;
+mod lookup;
+mod metrics;
+mod rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tributary_core::bus::{
+    BatchHandler, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord,
+    Output, Producer, run_consumer,
+};
+use tributary_core::schema::catalog::Catalog;
+use tributary_core::schema::registry::RegistryClient;
+use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
+
+pub use config::Config;
+use engine::Transform;
+use metrics::{LookupLabel, RejectLabel, TransformLabel, TransformMetrics};
+
+/// Runs the catalog's transforms until `shutdown`; on a clean stop the last batch's outputs are
+/// acknowledged and its offsets committed.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let settings = config.transform.clone();
+    let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
+    for name in &settings.only {
+        if !catalog.transforms.iter().any(|t| &t.name == name) {
+            bail!(
+                "transform.only names {name}, which {} does not declare",
+                settings.schemas.display()
+            );
+        }
+    }
+    let declared: Vec<_> = catalog
+        .transforms
+        .iter()
+        .filter(|t| settings.only.is_empty() || settings.only.contains(&t.name))
+        .collect();
+    if declared.is_empty() {
+        bail!(
+            "no transform to run: {} declares none",
+            settings.schemas.display()
+        );
+    }
+    let registry = RegistryClient::new(&config.registry)?;
+
+    let mut metrics_registry = new_registry();
+    let bus_metrics = BusMetrics::register(&mut metrics_registry);
+    let metrics = TransformMetrics::register(&mut metrics_registry);
+    let producer = Producer::new(&config.kafka, bus_metrics.clone())?;
+    let readiness = Readiness::default();
+    let admin = AdminServer::bind(
+        config.telemetry.admin_addr,
+        Arc::new(metrics_registry),
+        readiness.clone(),
+    )
+    .await?;
+    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+
+    let mut transforms = Vec::new();
+    for decl in declared {
+        let t = Transform::plan(decl, &catalog)
+            .await?
+            .start(&registry, &config.kafka, &shutdown)
+            .await?;
+        info!(transform = %t.name, inputs = ?decl.inputs, output = %t.output_topic, "transform ready");
+        transforms.push(t);
+    }
+    let mut topics: Vec<String> = transforms
+        .iter()
+        .flat_map(|t| t.input_topics().cloned())
+        .collect();
+    topics.sort();
+    topics.dedup();
+
+    let mut loop_config =
+        ConsumerLoopConfig::new(settings.group_id.clone(), topics.clone(), "transform");
+    loop_config.max_batch_records = settings.batch_records;
+    loop_config.max_batch_wait = Duration::from_millis(settings.batch_wait_ms);
+    let mut handler = Transformer {
+        transforms,
+        registry,
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    readiness.set(true);
+    info!(?topics, "transform running");
+    let stats = run_consumer(
+        &config.kafka,
+        &loop_config,
+        &producer,
+        &bus_metrics,
+        &mut handler,
+        shutdown,
+    )
+    .await
+    .context("transform consumer")?;
+    info!(records = stats.records, "transform stopped");
+    admin_task.await.context("admin server task")??;
+    Ok(())
+}
+
+/// The batch handler: hands each topic's records to the transforms that read it.
+struct Transformer {
+    transforms: Vec<Transform>,
+    registry: RegistryClient,
+    metrics: TransformMetrics,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Transformer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transformer")
+            .field("transforms", &self.transforms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchHandler for Transformer {
+    async fn handle(
+        &mut self,
+        batch: &[InboundRecord],
+        out: &mut Output<'_>,
+    ) -> Result<(), HandlerError> {
+        // The batch's records by topic, each in offset order.
+        let mut by_topic: Vec<(&str, Vec<&InboundRecord>)> = Vec::new();
+        for record in batch {
+            match by_topic.iter_mut().find(|(t, _)| *t == record.topic) {
+                Some((_, records)) => records.push(record),
+                None => by_topic.push((&record.topic, vec![record])),
+            }
+        }
+        for transform in &mut self.transforms {
+            let label = TransformLabel {
+                transform: transform.name.clone(),
+            };
+            for (topic, records) in &by_topic {
+                if !transform.input_topics().any(|t| t == topic) {
+                    continue;
+                }
+                let outcome = transform
+                    .process(topic, records, &self.registry, &self.shutdown)
+                    .await
+                    .map_err(|e| format!("transform {}: {e:#}", transform.name))?;
+                self.metrics
+                    .records_in
+                    .get_or_create(&label)
+                    .inc_by(records.len() as u64);
+                self.metrics
+                    .duplicates
+                    .get_or_create(&label)
+                    .inc_by(outcome.duplicates);
+                self.metrics
+                    .tombstones
+                    .get_or_create(&label)
+                    .inc_by(outcome.tombstones);
+                let produced = outcome.outputs.len() as u64;
+                for (key, payload) in outcome.outputs {
+                    out.send(OutboundRecord::new(
+                        transform.output_topic.clone(),
+                        key,
+                        payload.to_vec(),
+                    ))
+                    .await?;
+                }
+                self.metrics
+                    .records_out
+                    .get_or_create(&label)
+                    .inc_by(produced);
+                for (index, why, message) in outcome.rejected {
+                    let Some(record) = records.get(index) else {
+                        continue;
+                    };
+                    self.metrics
+                        .rejected
+                        .get_or_create(&RejectLabel {
+                            transform: transform.name.clone(),
+                            class: why.class().to_string(),
+                        })
+                        .inc();
+                    out.dead_letter(
+                        record,
+                        why.class(),
+                        &format!("transform {}: {message}", transform.name),
+                    )
+                    .await?;
+                }
+            }
+            let (lookups, dedup_keys) = transform.state_sizes();
+            self.metrics
+                .dedup_keys
+                .get_or_create(&label)
+                .set(i64::try_from(dedup_keys).unwrap_or(i64::MAX));
+            for (lookup, keys) in lookups {
+                self.metrics
+                    .lookup_keys
+                    .get_or_create(&LookupLabel {
+                        transform: transform.name.clone(),
+                        lookup: lookup.to_string(),
+                    })
+                    .set(i64::try_from(keys).unwrap_or(i64::MAX));
+            }
+        }
+        Ok(())
+    }
+}
