@@ -6,6 +6,8 @@
 //! - [`TestDatabase`]: a fresh database on the machine's PostgreSQL, dropped afterwards.
 //! - [`unique`]: random topic and group names, so tests never share state and can run twice.
 
+pub mod bench;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

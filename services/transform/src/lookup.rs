@@ -83,7 +83,7 @@ impl LookupTable {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             waited += 1;
-            if waited % 100 == 0 {
+            if waited.is_multiple_of(100) {
                 let read: i64 = latest
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)

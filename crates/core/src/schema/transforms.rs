@@ -167,10 +167,10 @@ pub(crate) fn validate(
                 }
             }
         }
-        if let Some(dedup) = &t.dedup {
-            if let Err(m) = dedup.window_ms() {
-                return fail(m);
-            }
+        if let Some(dedup) = &t.dedup
+            && let Err(m) = dedup.window_ms()
+        {
+            return fail(m);
         }
     }
     Ok(())

@@ -1,0 +1,338 @@
+//! Helpers shared by the benchmark binaries (`src/bin/bench-*.rs`): CPU accounting from
+//! `/proc`, the reproducible `raw.web_events` records they produce, and a parallel producer.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use tokio::task::JoinSet;
+use tributary_core::bus::{OutboundRecord, Producer};
+
+/// Produces every chunk with `send_all`, `in_flight` chunks at a time; fails unless every
+/// record was acknowledged.
+pub async fn produce_chunks(
+    producer: &Producer,
+    chunks: Arc<Vec<Vec<OutboundRecord>>>,
+    in_flight: usize,
+) -> Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..in_flight {
+        let (producer, chunks, next) = (producer.clone(), Arc::clone(&chunks), Arc::clone(&next));
+        tasks.spawn(async move {
+            while let Some(chunk) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let delivered = producer.send_all(chunk).await.context("produce")?;
+                ensure!(delivered.len() == chunk.len(), "not every record delivered");
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting.
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessStat {
+    pub state: char,
+    /// utime + stime of every thread, in clock ticks.
+    pub ticks: u64,
+}
+
+/// `/proc/<pid>/stat`: state (field 3), utime (14) and stime (15).
+pub fn process_stat(pid: u32) -> Result<ProcessStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/proc/{pid}/stat: no field {}", i + 3))
+    };
+    Ok(ProcessStat {
+        state: fields.first().and_then(|s| s.chars().next()).unwrap_or('?'),
+        ticks: field(11)? + field(12)?,
+    })
+}
+
+/// CPU time of a process so far (all threads), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    Ok(process_stat(pid)?.ticks)
+}
+
+/// CPU used so far by the whole machine, this process and the broker, in clock ticks: another
+/// process busy during a pass (a build, another benchmark) shows as CPU used by others.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    /// Ticks of the whole machine (all but idle and iowait).
+    pub machine: u64,
+    /// Ticks of this process.
+    pub me: u64,
+    /// Ticks of the broker.
+    pub broker: u64,
+}
+
+impl Snapshot {
+    /// Reads the counters now.
+    pub fn take(broker_pid: u32) -> Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        // cpu  user nice system idle iowait irq softirq steal ...: all but idle and iowait.
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .context("/proc/stat has no cpu line")?
+            .split_whitespace()
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        ensure!(fields.len() == 8, "/proc/stat: short cpu line");
+        Ok(Self {
+            machine: fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7],
+            me: cpu_ticks(std::process::id())?,
+            broker: cpu_ticks(broker_pid)?,
+        })
+    }
+
+    /// Ticks the machine spent between the two snapshots on anything but this process, the
+    /// broker and `measured` (the ticks of the process the pass measured).
+    pub fn others_until(&self, later: &Self, measured: u64) -> u64 {
+        (later.machine - self.machine)
+            .saturating_sub(later.me - self.me)
+            .saturating_sub(later.broker - self.broker)
+            .saturating_sub(measured)
+    }
+}
+
+/// Waits until the child `pid` has exited (a zombie, not yet reaped) and returns the CPU time of
+/// its whole life, in clock ticks.
+pub fn ticks_at_exit(pid: u32, timeout: Duration) -> Result<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stat = process_stat(pid)?;
+        if stat.state == 'Z' {
+            return Ok(stat.ticks);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "process {pid} still running after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `getconf CLK_TCK`: the unit of the CPU times in `/proc/<pid>/stat`.
+pub fn clock_ticks_per_second() -> Result<u64> {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("run getconf CLK_TCK")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("getconf CLK_TCK printed no number")
+}
+
+/// The CPU model, from /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The records: realistic raw.web_events.
+
+const EVENT_TYPES: [&str; 5] = ["page_view", "click", "add_to_cart", "purchase", "other"];
+const CATEGORIES: [&str; 6] = ["shoes", "jackets", "kitchen", "garden", "toys", "books"];
+const REFERRERS: [&str; 4] = [
+    "https://www.google.com/",
+    "https://shop.example.com/",
+    "https://news.example.org/deals",
+    "https://www.bing.com/",
+];
+const USER_AGENTS: [&str; 4] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+];
+const PROPERTIES: [(&str, &str); 2] = [("ab_test", "checkout-v2"), ("campaign", "spring_sale")];
+
+/// One `raw.web_events` record, rendered both as the JSON a browser posts and as Avro.
+#[derive(Debug)]
+pub struct Event {
+    pub event_id: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub event_type: usize,
+    pub occurred_at: i64,
+    pub url: String,
+    pub referrer: Option<&'static str>,
+    pub user_agent: &'static str,
+    pub amount_cents: Option<i64>,
+    /// At most one entry, so that the Avro map's order is fixed.
+    pub property: Option<(&'static str, &'static str)>,
+}
+
+/// A well-mixed 64-bit function of `x` (splitmix64), for varied but reproducible records.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Event {
+    /// Every 7 ms from an hour boundary: a million records span two hours of event time.
+    pub fn occurred_at(i: usize) -> i64 {
+        1_764_000_000_000 + (i as i64) * 7
+    }
+
+    /// Record `i` of the reproducible sequence.
+    pub fn generate(i: usize) -> Self {
+        let i = i as u64;
+        let a = mix(2 * i);
+        let b = mix(2 * i + 1);
+        let user = b % 50_000;
+        let kind = match a % 100 {
+            0..70 => 0,
+            70..85 => 1,
+            85..95 => 2,
+            _ => 3,
+        };
+        Self {
+            // A version-4 UUID whose last 12 hex digits are the index, so ids never repeat.
+            event_id: format!(
+                "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xffff,
+                a & 0xfff,
+                0x8000 | ((b >> 48) & 0x3fff),
+                i
+            ),
+            user_id: format!("user-{user:06}"),
+            session_id: format!("s-{:012x}", mix(user * 1_000 + i / 5_000) >> 16),
+            event_type: kind,
+            occurred_at: Self::occurred_at(i as usize),
+            url: format!(
+                "https://shop.example.com/products/{}/{}",
+                CATEGORIES[(b >> 8) as usize % CATEGORIES.len()],
+                (b >> 16) % 100_000
+            ),
+            referrer: ((b >> 40) % 10 < 4).then(|| REFERRERS[(b >> 44) as usize % REFERRERS.len()]),
+            user_agent: USER_AGENTS[(a >> 40) as usize % USER_AGENTS.len()],
+            amount_cents: (kind == 3).then_some(500 + ((a >> 20) % 50_000) as i64),
+            property: (a >> 50)
+                .is_multiple_of(2)
+                .then(|| PROPERTIES[(a >> 52) as usize % PROPERTIES.len()]),
+        }
+    }
+
+    /// The record as JSON (optional fields left out when null). No value needs escaping.
+    pub fn json(&self) -> String {
+        let mut s = format!(
+            r#"{{"event_id":"{}","user_id":"{}","session_id":"{}","event_type":"{}","occurred_at":{},"page":{{"url":"{}""#,
+            self.event_id,
+            self.user_id,
+            self.session_id,
+            EVENT_TYPES[self.event_type],
+            self.occurred_at,
+            self.url
+        );
+        if let Some(r) = self.referrer {
+            s.push_str(&format!(r#","referrer":"{r}""#));
+        }
+        s.push_str(&format!(r#"}},"user_agent":"{}""#, self.user_agent));
+        if let Some(c) = self.amount_cents {
+            s.push_str(&format!(r#","amount":"{}.{:02}""#, c / 100, c % 100));
+        }
+        match self.property {
+            Some((k, v)) => s.push_str(&format!(r#","properties":{{"{k}":"{v}"}}}}"#)),
+            None => s.push_str(r#","properties":{}}"#),
+        }
+        s
+    }
+
+    /// The Avro binary body (schemas/raw.web_events-value.avsc), as `json_to_avro` +
+    /// `to_avro_datum` encode it; the verification at the end checks that byte for byte.
+    pub fn avro(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        put_str(&mut out, &self.event_id);
+        put_str(&mut out, &self.user_id);
+        put_long(&mut out, 1);
+        put_str(&mut out, &self.session_id);
+        put_long(&mut out, self.event_type as i64);
+        put_long(&mut out, self.occurred_at);
+        put_str(&mut out, &self.url);
+        match self.referrer {
+            Some(r) => {
+                put_long(&mut out, 1);
+                put_str(&mut out, r);
+            }
+            None => put_long(&mut out, 0),
+        }
+        put_long(&mut out, 1);
+        put_str(&mut out, self.user_agent);
+        match self.amount_cents {
+            Some(c) => {
+                put_long(&mut out, 1);
+                put_bytes(&mut out, &twos_complement(c));
+            }
+            None => put_long(&mut out, 0),
+        }
+        if let Some((k, v)) = self.property {
+            put_long(&mut out, 1);
+            put_str(&mut out, k);
+            put_str(&mut out, v);
+        }
+        put_long(&mut out, 0);
+        out
+    }
+}
+
+fn put_long(out: &mut Vec<u8>, n: i64) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_long(out, b.len() as i64);
+    out.extend_from_slice(b);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+/// Big-endian two's complement in as few bytes as hold the value (Avro decimal bytes).
+fn twos_complement(n: i64) -> Vec<u8> {
+    let bytes = n.to_be_bytes();
+    let mut start = 0;
+    while start < bytes.len() - 1 {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    bytes[start..].to_vec()
+}
