@@ -777,15 +777,17 @@ pub struct Transform(Service);
 
 impl Transform {
     /// Starts the transform with the catalog in `schemas`; `transform_keys` go inside
-    /// `[transform]` (e.g. `only = ["clean_web_events"]`).
+    /// `[transform]` (e.g. `only = ["clean_web_events"]`), `extra` at the end (e.g. a
+    /// `[kafka.extra]` table).
     pub fn start(
         broker: &Broker,
         registry: &Registry,
         schemas: &Path,
         transform_keys: &str,
+        extra: &str,
     ) -> Result<Self> {
         let config = format!(
-            "[transform]\nschemas = \"{}\"\n{transform_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n",
+            "[transform]\nschemas = \"{}\"\n{transform_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n{extra}\n",
             schemas.display(),
             broker.bootstrap(),
             registry.url(),

@@ -231,6 +231,7 @@ async fn clean_web_events_validates_deduplicates_and_enriches() -> Result<()> {
         &stack.registry,
         &repo_schemas(),
         &format!("group_id = \"{group}\"\nonly = [\"clean_web_events\"]\nbatch_wait_ms = 20"),
+        "",
     )?;
 
     let mut referred = web_event(1, "1", "page_view", T0, "  https://shop.test/p/1?x=1#top ");
@@ -477,6 +478,7 @@ async fn declared_sql_casts_renames_derives_filters_hashes_and_masks() -> Result
         &stack.registry,
         dir.path(),
         &format!("group_id = \"{}\"\nbatch_wait_ms = 20", unique("transform")),
+        "",
     )?;
     let signup = |id: &str,
                   email: &str,
@@ -561,13 +563,13 @@ async fn declared_sql_casts_renames_derives_filters_hashes_and_masks() -> Result
             "name": "Jane Doe",
             "age": 34,
             // 10:00 at UTC+2 is 08:00 UTC.
-            "signed_up_at": 1_764_316_800_000_i64,
+            "signed_up_at": 1_795_852_800_000_i64,
             "country": "FR",
             "score_pct": 25.0
         })
     );
     assert_eq!(
-        out[1]["signed_up_at"], 1_764_390_600_000_i64,
+        out[1]["signed_up_at"], 1_795_926_600_000_i64,
         "23:30 at UTC-5 is 04:30 UTC the next day"
     );
     assert_eq!(out[1]["email_masked"], "b***@shop.test");
@@ -586,12 +588,12 @@ async fn declared_sql_casts_renames_derives_filters_hashes_and_masks() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_output_mismatch_is_a_start_up_error() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let catalog = SIGNUP_CATALOG.replace("  score * 100 AS score_pct\n", "  email AS score_pct\n");
+    let catalog = SIGNUP_CATALOG.replace("AS score_pct\n", "AS score_percent\n");
     std::fs::write(dir.path().join("catalog.toml"), catalog)?;
     std::fs::write(dir.path().join("test.signups-value.avsc"), SIGNUP)?;
     std::fs::write(dir.path().join("test.users-value.avsc"), USER)?;
     let stack = Stack::start(dir.path()).await?;
-    let mut transform = Transform::start(&stack.broker, &stack.registry, dir.path(), "")?;
+    let mut transform = Transform::start(&stack.broker, &stack.registry, dir.path(), "", "")?;
     let status = transform
         .wait_exit(Duration::from_secs(60))?
         .context("the transform kept running")?;
@@ -601,7 +603,11 @@ async fn an_output_mismatch_is_a_start_up_error() -> Result<()> {
         log.contains("transform users: what the SQL makes of test.signups does not fit the schema of test.users"),
         "{log}"
     );
-    assert!(log.contains("score_pct"), "{log}");
+    assert!(log.contains("no column score_pct"), "{log}");
+    assert!(
+        log.contains("column score_percent is not a field of the output schema"),
+        "{log}"
+    );
     Ok(())
 }
 
@@ -618,8 +624,10 @@ async fn a_kill_mid_stream_loses_nothing() -> Result<()> {
         &format!(
             "group_id = \"{group}\"\nonly = [\"clean_web_events\"]\nbatch_records = 500\nbatch_wait_ms = 20"
         ),
+        // A killed member leaves the group when its session times out (45 s by default).
+        "[kafka.extra]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"",
     )?;
-    const N: u64 = 20_000;
+    const N: u64 = 10_000;
     let events: Vec<(String, Value)> = (0..N)
         .map(|i| {
             let user = format!("{}", i % 50);

@@ -499,6 +499,7 @@ async fn transform_pass(
             unique("bench-transform"),
             o.batch_records
         ),
+        "",
     )?;
     let pid = service.pid().context("no pid")?;
     let started = Instant::now();
