@@ -17,17 +17,13 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, Struc
 use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
-use datafusion::catalog::MemTable;
-use datafusion::common::tree_node::TreeNode;
-use datafusion::datasource::memory::PartitionData;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio_util::sync::CancellationToken;
 use tributary_core::bus::{InboundRecord, KafkaConfig};
 use tributary_core::schema::arrow::{AvroBatchDecoder, AvroBatchEncoder, arrow_schema_for};
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
 use tributary_core::schema::transforms::TransformDecl;
+use tributary_sql::{InputTable, Statement};
 
 use crate::conform::Conformer;
 use crate::dedup::Dedup;
@@ -75,10 +71,9 @@ pub(crate) struct Outcome {
 struct InputPlan {
     schema: SchemaRef,
     decoder: AvroBatchDecoder,
-    ctx: SessionContext,
-    slot: PartitionData,
-    plan: LogicalPlan,
-    rules_plan: Option<LogicalPlan>,
+    table: InputTable,
+    plan: Statement,
+    rules_plan: Option<Statement>,
     conformer: Conformer,
     /// Column holding the event time for deduplication (else the Kafka timestamp).
     time_column: Option<String>,
@@ -161,20 +156,12 @@ impl Transform {
             fields.extend(lookups.iter().map(|(t, _)| t.field()));
             let schema = Arc::new(Schema::new(fields));
 
-            let ctx =
-                SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-            let table = MemTable::try_new(schema.clone(), vec![vec![]])?;
-            let slot = table
-                .batches
-                .first()
-                .cloned()
-                .context("an in-memory table has one partition")?;
-            ctx.register_table("input", Arc::new(table))?;
-
-            let plan = plan_sql(&ctx, &decl.sql)
+            let table = InputTable::new(schema.clone())?;
+            let plan = table
+                .plan(&decl.sql)
                 .await
                 .with_context(|| format!("transform {name}: the SQL over {input_name}"))?;
-            let conformer = Conformer::new(plan.schema().as_arrow(), target.clone()).map_err(|problems| {
+            let conformer = Conformer::new(plan.schema(), target.clone()).map_err(|problems| {
                 anyhow::anyhow!(
                     "transform {name}: what the SQL makes of {input_name} does not fit the schema of {}: {problems}",
                     output.name
@@ -184,7 +171,7 @@ impl Transform {
                 .map_err(|e| anyhow::anyhow!("transform {name}: {e}"))?;
             let rules_plan =
                 match rules_sql {
-                    Some(sql) => Some(plan_sql(&ctx, &sql).await.with_context(|| {
+                    Some(sql) => Some(table.plan(&sql).await.with_context(|| {
                         format!("transform {name}: the rules over {input_name}")
                     })?),
                     None => None,
@@ -223,25 +210,12 @@ impl Transform {
             let input_plan = InputPlan {
                 schema,
                 decoder: AvroBatchDecoder::new(Some(input.value_schema_json.clone()), 8192),
-                ctx,
-                slot,
+                table,
                 plan,
                 rules_plan,
                 conformer,
                 time_column,
             };
-            // Planning is not execution: run both plans once on no rows to find what only the
-            // physical planner reports.
-            let empty = RecordBatch::new_empty(input_plan.schema.clone());
-            input_plan
-                .run(&input_plan.plan, empty.clone())
-                .await
-                .with_context(|| format!("transform {name}: running the SQL over {input_name}"))?;
-            if let Some(p) = &input_plan.rules_plan {
-                input_plan.run(p, empty).await.with_context(|| {
-                    format!("transform {name}: running the rules over {input_name}")
-                })?;
-            }
             inputs.insert(input_name.clone(), input_plan);
         }
         Ok(Self {
@@ -489,57 +463,14 @@ async fn transform(
 }
 
 impl InputPlan {
-    /// Runs a plan over `batch` as the table `input`.
+    /// Runs a statement over `batch` as the table `input`.
     async fn run(
         &self,
-        plan: &LogicalPlan,
+        statement: &Statement,
         batch: RecordBatch,
-    ) -> datafusion::error::Result<Vec<RecordBatch>> {
-        *self.slot.write().await = vec![batch];
-        let result = match self.ctx.execute_logical_plan(plan.clone()).await {
-            Ok(frame) => frame.collect().await,
-            Err(e) => Err(e),
-        };
-        self.slot.write().await.clear();
-        result
+    ) -> Result<Vec<RecordBatch>, tributary_sql::DataFusionError> {
+        self.table.run(statement, batch).await
     }
-}
-
-/// Plans a query and checks that it is row-wise.
-async fn plan_sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<LogicalPlan> {
-    let plan = ctx.state().create_logical_plan(sql).await?;
-    let mut refused = None;
-    plan.apply(|node| {
-        let what = match node {
-            LogicalPlan::Aggregate(_) => Some("an aggregate (GROUP BY, COUNT, ...)"),
-            LogicalPlan::Window(_) => Some("a window function"),
-            LogicalPlan::Join(_) => Some("a join (use a lookup to enrich)"),
-            LogicalPlan::Sort(_) => Some("ORDER BY"),
-            LogicalPlan::Limit(_) => Some("LIMIT"),
-            LogicalPlan::Distinct(_) => Some("DISTINCT (use dedup)"),
-            LogicalPlan::Union(_) => Some("UNION"),
-            LogicalPlan::RecursiveQuery(_) => Some("a recursive query"),
-            LogicalPlan::Dml(_)
-            | LogicalPlan::Ddl(_)
-            | LogicalPlan::Copy(_)
-            | LogicalPlan::Statement(_)
-            | LogicalPlan::Explain(_)
-            | LogicalPlan::Analyze(_)
-            | LogicalPlan::DescribeTable(_) => Some("a statement that is not a query"),
-            _ => None,
-        };
-        if what.is_some() {
-            refused = what;
-            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    })?;
-    if let Some(what) = refused {
-        bail!(
-            "the SQL uses {what}: a transform runs on arbitrary batches of a stream, so it must work row by row"
-        );
-    }
-    Ok(plan)
 }
 
 /// A column, or a field of a nested record (`a.b`), of a batch.
