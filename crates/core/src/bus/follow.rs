@@ -120,3 +120,56 @@ async fn blocking<T: Send + 'static>(
             message: format!("blocking task failed: {e}"),
         })?
 }
+
+/// Reads one partition of `topic` from its first offset up to its high-water mark at the time
+/// of the call (everything written before it), without a consumer group: how a replica restores
+/// the state it keeps in a changelog partition.
+pub async fn read_partition(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<InboundRecord>, BusError> {
+    let consumer: rdkafka::consumer::BaseConsumer = kafka
+        .client_config()
+        .set("group.id", format!("{}-restore", kafka.client_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(BusError::Client)?;
+    let topic = topic.to_string();
+    blocking(move || {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+            .map_err(BusError::Client)?;
+        let mut out = Vec::new();
+        if high <= low {
+            return Ok(out);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, partition, Offset::Beginning)
+            .map_err(BusError::Client)?;
+        consumer.assign(&tpl).map_err(BusError::Client)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if std::time::Instant::now() > deadline {
+                return Err(BusError::Admin {
+                    topic: topic.clone(),
+                    message: format!("partition {partition}: not read to {high} within 300 s"),
+                });
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    let record = owned(&message);
+                    let done = record.offset + 1 >= high;
+                    out.push(record);
+                    if done {
+                        return Ok(out);
+                    }
+                }
+                Some(Err(e)) => return Err(BusError::Consume(e)),
+                None => {}
+            }
+        }
+    })
+    .await
+}

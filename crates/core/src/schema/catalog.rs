@@ -10,6 +10,7 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use serde::Deserialize;
 
+use super::features::{self, FeatureViewDecl};
 use super::transforms::{self, TransformDecl};
 use crate::bus::{TopicSpec, dlq_topic};
 
@@ -85,6 +86,8 @@ struct CatalogFile {
     topics: Vec<TopicEntry>,
     #[serde(default, rename = "transform")]
     transforms: Vec<TransformDecl>,
+    #[serde(default, rename = "feature")]
+    features: Vec<FeatureViewDecl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +199,8 @@ pub struct Catalog {
     pub topics: BTreeMap<String, Topic>,
     /// Transforms (`[[transform]]`), in the order declared.
     pub transforms: Vec<TransformDecl>,
+    /// Feature views (`[[feature]]`), in the order declared.
+    pub features: Vec<FeatureViewDecl>,
 }
 
 impl Catalog {
@@ -248,10 +253,12 @@ impl Catalog {
             }
         }
         transforms::validate(&parsed.transforms, &topics).map_err(|m| fail(&catalog_path, m))?;
+        features::validate(&parsed.features, &topics).map_err(|m| fail(&catalog_path, m))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             topics,
             transforms: parsed.transforms,
+            features: parsed.features,
         })
     }
 

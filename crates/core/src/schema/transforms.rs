@@ -176,7 +176,7 @@ pub(crate) fn validate(
     Ok(())
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()

@@ -1,0 +1,330 @@
+//! The feature service: computes the feature views declared in the catalog (`[[feature]]`):
+//! per entity and event-time window (tumbling, hopping, session), aggregations of the input's
+//! records, emitted to the output topic when the watermark passes a window's end and again when
+//! a late record within the allowed lateness updates it. Window state lives in a compacted
+//! changelog topic per view, restored for the partitions a replica is given; the latest values
+//! of each entity are served at `GET /v1/features/{view}/{entity}`. See `docs/feature.md`.
+
+mod agg;
+pub mod config;
+mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tributary_core::bus::{
+    BatchHandler, BusMetrics, ConsumerLoopConfig, DeadLetter, HandlerError, InboundRecord,
+    KafkaConfig, Output, Producer, TopicSpec, create_topics, dead_letter_record, run_consumer,
+};
+use tributary_core::schema::catalog::Catalog;
+use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
+use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
+
+pub use config::Config;
+use view::{Online, View};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViewLabel {
+    view: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    records_in: Family<ViewLabel, Counter>,
+    late: Family<ViewLabel, Counter>,
+    rejected: Family<ViewLabel, Counter>,
+    emitted: Family<ViewLabel, Counter>,
+    open_windows: Family<ViewLabel, Gauge>,
+}
+
+/// Runs the catalog's feature views until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let settings = config.feature.clone();
+    let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
+    for name in &settings.only {
+        if !catalog.features.iter().any(|v| &v.name == name) {
+            bail!(
+                "feature.only names {name}, which {} does not declare",
+                settings.schemas.display()
+            );
+        }
+    }
+    let declared: Vec<_> = catalog
+        .features
+        .iter()
+        .filter(|v| settings.only.is_empty() || settings.only.contains(&v.name))
+        .collect();
+    if declared.is_empty() {
+        bail!(
+            "no feature view to run: {} declares none",
+            settings.schemas.display()
+        );
+    }
+    let registry = RegistryClient::new(&config.registry)?;
+    let mut views = Vec::new();
+    for decl in declared {
+        let mut v = View::plan(decl, &catalog).await?;
+        let id = registry
+            .register(&v.output_subject, v.output_schema_json())
+            .await
+            .with_context(|| format!("feature {}: register the output schema", v.name))?;
+        v.set_output_id(id);
+        views.push(v);
+    }
+    // Changelog topics: compacted, partitioned like the inputs.
+    let specs: Vec<TopicSpec> = views
+        .iter()
+        .map(|v| TopicSpec {
+            name: v.changelog_topic.clone(),
+            partitions: v.input_partitions,
+            config: vec![("cleanup.policy".to_string(), "compact".to_string())],
+        })
+        .collect();
+    create_topics(&config.kafka, &specs)
+        .await
+        .context("create the changelog topics")?;
+
+    let mut metrics_registry = new_registry();
+    let bus_metrics = BusMetrics::register(&mut metrics_registry);
+    let metrics = Metrics::default();
+    {
+        let r = metrics_registry.sub_registry_with_prefix("feature");
+        r.register(
+            "records_in",
+            "input records handled",
+            metrics.records_in.clone(),
+        );
+        r.register(
+            "records_late",
+            "records too late for every window (to the late topic)",
+            metrics.late.clone(),
+        );
+        r.register(
+            "records_rejected",
+            "records that could not be read (to dlq.feature)",
+            metrics.rejected.clone(),
+        );
+        r.register(
+            "windows_emitted",
+            "window results produced",
+            metrics.emitted.clone(),
+        );
+        r.register(
+            "open_windows",
+            "windows held in state",
+            metrics.open_windows.clone(),
+        );
+    }
+    let producer = Producer::new(&config.kafka, bus_metrics.clone())?;
+    let readiness = Readiness::default();
+    let admin = AdminServer::bind(
+        config.telemetry.admin_addr,
+        Arc::new(metrics_registry),
+        readiness.clone(),
+    )
+    .await?;
+    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+
+    let online: HashMap<String, Online> = views
+        .iter()
+        .map(|v| (v.name.clone(), v.online.clone()))
+        .collect();
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    info!(addr = %listener.local_addr()?, "feature lookup API listening");
+    let app = axum::Router::new()
+        .route("/v1/features/{view}/{entity}", get(lookup))
+        .with_state(Arc::new(online));
+    let api_shutdown = shutdown.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await
+    });
+
+    let mut topics: Vec<String> = views.iter().map(|v| v.input_topic.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    let mut loop_config =
+        ConsumerLoopConfig::new(settings.group_id.clone(), topics.clone(), "feature");
+    loop_config.max_batch_records = settings.batch_records;
+    loop_config.max_batch_wait = Duration::from_millis(settings.batch_wait_ms);
+    let mut handler = Features {
+        views,
+        registry,
+        kafka: config.kafka.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    readiness.set(true);
+    info!(?topics, "feature running");
+    let stats = run_consumer(
+        &config.kafka,
+        &loop_config,
+        &producer,
+        &bus_metrics,
+        &mut handler,
+        shutdown,
+    )
+    .await
+    .context("feature consumer")?;
+    info!(records = stats.records, "feature stopped");
+    admin_task.await.context("admin server task")??;
+    api_task.await.context("lookup API task")??;
+    Ok(())
+}
+
+/// `GET /v1/features/{view}/{entity}`: the entity's latest window values from this replica's
+/// state (404 when the view is unknown or the entity has none here).
+async fn lookup(
+    State(online): State<Arc<HashMap<String, Online>>>,
+    Path((view, entity)): Path<(String, String)>,
+) -> Response {
+    let Some(values) = online.get(&view) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": format!("no feature view {view}")})),
+        )
+            .into_response();
+    };
+    let found = values
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&entity)
+        .cloned();
+    match found {
+        Some(v) => axum::Json(v).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": format!("no values for {entity} in {view} on this replica")})),
+        )
+            .into_response(),
+    }
+}
+
+struct Features {
+    views: Vec<View>,
+    registry: RegistryClient,
+    kafka: KafkaConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Features")
+            .field("views", &self.views.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchHandler for Features {
+    async fn handle(
+        &mut self,
+        batch: &[InboundRecord],
+        out: &mut Output<'_>,
+    ) -> Result<(), HandlerError> {
+        for view in &mut self.views {
+            let label = ViewLabel {
+                view: view.name.clone(),
+            };
+            // The view's records by partition, each in offset order.
+            let mut by_partition: Vec<(i32, Vec<&InboundRecord>)> = Vec::new();
+            for r in batch.iter().filter(|r| r.topic == view.input_topic) {
+                match by_partition.iter_mut().find(|(p, _)| *p == r.partition) {
+                    Some((_, records)) => records.push(r),
+                    None => by_partition.push((r.partition, vec![r])),
+                }
+            }
+            for (partition, records) in by_partition {
+                view.ensure_restored(&self.kafka, partition).await?;
+                let payloads: Vec<&[u8]> = records
+                    .iter()
+                    .filter_map(|r| r.payload.as_deref())
+                    .collect();
+                learn_writer_schemas(&self.registry, view.decoder(), &payloads, &self.shutdown)
+                    .await?;
+                let outcome = view
+                    .process(partition, &records)
+                    .await
+                    .map_err(|e| format!("feature {}: {e:#}", view.name))?;
+                self.metrics
+                    .records_in
+                    .get_or_create(&label)
+                    .inc_by(records.len() as u64);
+                self.metrics
+                    .emitted
+                    .get_or_create(&label)
+                    .inc_by(outcome.emitted);
+                for record in outcome.outputs {
+                    out.send(record).await?;
+                }
+                for (index, class, message) in outcome.rejected {
+                    if let Some(r) = records.get(index) {
+                        self.metrics.rejected.get_or_create(&label).inc();
+                        out.dead_letter(r, class, &format!("feature {}: {message}", view.name))
+                            .await?;
+                    }
+                }
+                for (index, class, message) in outcome.late {
+                    let Some(r) = records.get(index) else {
+                        continue;
+                    };
+                    self.metrics.late.get_or_create(&label).inc();
+                    match &view.late_topic {
+                        None => out.dead_letter(r, class, &message).await?,
+                        Some(topic) => {
+                            let letter = DeadLetter {
+                                stage: "feature",
+                                source_topic: &r.topic,
+                                partition: r.partition,
+                                offset: r.offset,
+                                error_class: class,
+                                message: &message,
+                            };
+                            let mut record = dead_letter_record(
+                                &letter,
+                                r.key.clone(),
+                                r.payload.clone().unwrap_or_default(),
+                            );
+                            record.topic = topic.clone();
+                            out.send(record).await?;
+                        }
+                    }
+                }
+                // The changelog last: it records the progress that the outputs above made.
+                for record in outcome.changelog {
+                    out.send(record).await?;
+                }
+            }
+            self.metrics
+                .open_windows
+                .get_or_create(&label)
+                .set(i64::try_from(view.open_windows()).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    }
+
+    fn partitions_revoked(&mut self, partitions: &[(String, i32)]) {
+        for view in &mut self.views {
+            for (topic, partition) in partitions {
+                if *topic == view.input_topic {
+                    view.partitions.remove(partition);
+                }
+            }
+        }
+    }
+}
