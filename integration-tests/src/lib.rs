@@ -7,6 +7,9 @@
 //! - [`unique`]: random topic and group names, so tests never share state and can run twice.
 
 pub mod bench;
+mod stack;
+
+pub use stack::{Stack, key_of, to_json};
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -806,6 +809,55 @@ impl std::ops::Deref for Transform {
 impl std::ops::DerefMut for Transform {
     fn deref_mut(&mut self) -> &mut Service {
         &mut self.0
+    }
+}
+
+/// The feature service (see [`Service`] for what it can do), with its lookup API on a free port.
+#[derive(Debug)]
+pub struct Feature {
+    service: Service,
+    api: String,
+}
+
+impl Feature {
+    /// Starts the feature service with the catalog in `schemas`; `feature_keys` go inside
+    /// `[feature]`, `extra` at the end (e.g. a `[kafka.extra]` table).
+    pub fn start(
+        broker: &Broker,
+        registry: &Registry,
+        schemas: &Path,
+        feature_keys: &str,
+        extra: &str,
+    ) -> Result<Self> {
+        let port = free_port()?;
+        let config = format!(
+            "[feature]\nschemas = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n{feature_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n{extra}\n",
+            schemas.display(),
+            broker.bootstrap(),
+            registry.url(),
+        );
+        Ok(Self {
+            service: Service::start("tributary-feature", &config)?,
+            api: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Base URL of the lookup API.
+    pub fn api_url(&self) -> &str {
+        &self.api
+    }
+}
+
+impl std::ops::Deref for Feature {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
+}
+
+impl std::ops::DerefMut for Feature {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.service
     }
 }
 

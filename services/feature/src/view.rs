@@ -451,6 +451,19 @@ impl View {
                 emitted.push((key.clone(), w.clone()));
             }
         }
+        // The online values: each touched entity's latest window (before closed ones go).
+        let touched: Vec<String> = state.touched.drain().collect();
+        let mut latest: Vec<(String, WindowKey, WindowState)> = Vec::new();
+        for entity in touched {
+            let best = state
+                .windows
+                .iter()
+                .filter(|(k, _)| k.0 == entity)
+                .max_by_key(|(k, w)| (w.end, k.1));
+            if let Some((k, w)) = best {
+                latest.push((entity, k.clone(), w.clone()));
+            }
+        }
         let closed: Vec<WindowKey> = state
             .by_end
             .range(
@@ -498,19 +511,6 @@ impl View {
             headers: Vec::new(),
             partition: Some(partition),
         });
-        // The online values: each touched entity's latest window.
-        let touched: Vec<String> = state.touched.drain().collect();
-        let mut latest: Vec<(String, WindowKey, WindowState)> = Vec::new();
-        for entity in touched {
-            let best = state
-                .windows
-                .iter()
-                .filter(|(k, _)| k.0 == entity)
-                .max_by_key(|(k, w)| (w.end, k.1));
-            if let Some((k, w)) = best {
-                latest.push((entity, k.clone(), w.clone()));
-            }
-        }
         for (key, w) in emitted {
             outcome.outputs.push(self.output_record(&key, &w)?);
             outcome.emitted += 1;
