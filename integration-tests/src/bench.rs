@@ -336,3 +336,15 @@ fn twos_complement(n: i64) -> Vec<u8> {
     }
     bytes[start..].to_vec()
 }
+
+/// The sum of every series of a Prometheus counter in `/metrics` text (`name` with `_total`).
+pub fn counter_sum(metrics_text: &str, name: &str) -> u64 {
+    metrics_text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
