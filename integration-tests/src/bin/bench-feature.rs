@@ -213,7 +213,7 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
             "archive",
             archive,
             records as u64,
-            "tributary_archive_records_archived_total",
+            "tributary_bus_records_consumed_total",
         )
         .await?;
         println!("round {round}: archive {:.0} records/s", a.rate());
