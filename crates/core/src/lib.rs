@@ -10,4 +10,5 @@ pub mod config;
 pub mod lake;
 pub mod schema;
 pub mod shutdown;
+pub mod sketch;
 pub mod telemetry;
