@@ -54,7 +54,7 @@ else
 fi
 
 step "python packages"
-if python3 -c 'import moto, flask, confluent_kafka.schema_registry.avro, fastavro, duckdb, pyarrow' 2>/dev/null && command -v moto_server >/dev/null; then
+if python3 -c 'import moto, flask, confluent_kafka.schema_registry.avro, fastavro, duckdb, pyarrow, scipy, numpy' 2>/dev/null && command -v moto_server >/dev/null; then
   echo "present"
 else
   python3 -m pip install --quiet --disable-pip-version-check -r integration-tests/requirements.txt

@@ -67,7 +67,12 @@ impl Sketch {
     /// added is within the relative accuracy of its bucket's representative.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
         let mut out = Vec::with_capacity(self.negative.len() + self.positive.len() + 1);
-        out.extend(self.negative.iter().rev().map(|(k, n)| (-Self::value(*k), *n)));
+        out.extend(
+            self.negative
+                .iter()
+                .rev()
+                .map(|(k, n)| (-Self::value(*k), *n)),
+        );
         if self.zeros > 0 {
             out.push((0.0, self.zeros));
         }
@@ -102,7 +107,6 @@ impl Sketch {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -132,5 +136,4 @@ mod tests {
             );
         }
     }
-
 }

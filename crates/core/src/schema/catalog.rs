@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::features::{self, FeatureViewDecl};
 use super::transforms::{self, TransformDecl};
+use super::triggers::{self, TriggerDecl};
 use crate::bus::{TopicSpec, dlq_topic};
 
 /// Name of the catalog file inside the schemas folder.
@@ -88,6 +89,8 @@ struct CatalogFile {
     transforms: Vec<TransformDecl>,
     #[serde(default, rename = "feature")]
     features: Vec<FeatureViewDecl>,
+    #[serde(default, rename = "trigger")]
+    triggers: Vec<TriggerDecl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +204,8 @@ pub struct Catalog {
     pub transforms: Vec<TransformDecl>,
     /// Feature views (`[[feature]]`), in the order declared.
     pub features: Vec<FeatureViewDecl>,
+    /// Retraining triggers (`[[trigger]]`), in the order declared.
+    pub triggers: Vec<TriggerDecl>,
 }
 
 impl Catalog {
@@ -254,11 +259,13 @@ impl Catalog {
         }
         transforms::validate(&parsed.transforms, &topics).map_err(|m| fail(&catalog_path, m))?;
         features::validate(&parsed.features, &topics).map_err(|m| fail(&catalog_path, m))?;
+        triggers::validate(&parsed.triggers, &topics).map_err(|m| fail(&catalog_path, m))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             topics,
             transforms: parsed.transforms,
             features: parsed.features,
+            triggers: parsed.triggers,
         })
     }
 

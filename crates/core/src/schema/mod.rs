@@ -8,4 +8,5 @@ pub mod features;
 pub mod json;
 pub mod registry;
 pub mod transforms;
+pub mod triggers;
 pub mod wire;

@@ -1,0 +1,406 @@
+//! The train-trigger service: evaluates the retraining triggers declared in the catalog
+//! (`[[trigger]]`) over feature topics (and optionally a topic of model predictions): volume,
+//! schedule and drift policies with a cooldown and hysteresis; emits `train.requests` records
+//! naming the data to train on, and runs the declared actions (a webhook, a Kubernetes Job).
+//! State lives in a compacted topic. See `docs/train-trigger.md`.
+
+mod actions;
+pub mod config;
+mod cron;
+mod drift;
+mod trigger;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use tributary_core::bus::{
+    BatchHandler, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord,
+    Output, Producer, TopicSpec, create_topics, read_partition, run_consumer,
+};
+use tributary_core::schema::catalog::Catalog;
+use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
+use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
+
+pub use config::Config;
+use config::Settings;
+use trigger::{Events, REQUESTS_TOPIC, Trigger};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabel {
+    trigger: String,
+    feature: String,
+    metric: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    trigger: String,
+    policy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabel {
+    trigger: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    drift: Family<DriftLabel, Gauge<f64, AtomicU64>>,
+    fired: Family<PolicyLabel, Counter>,
+    suppressed: Family<TriggerLabel, Counter>,
+    windows: Family<TriggerLabel, Counter>,
+    action_failures: Family<TriggerLabel, Counter>,
+    records_in: Family<TriggerLabel, Counter>,
+}
+
+/// Runs the catalog's triggers until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let settings = config.train_trigger.clone();
+    let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
+    for name in &settings.only {
+        if !catalog.triggers.iter().any(|t| &t.name == name) {
+            bail!(
+                "train_trigger.only names {name}, which {} does not declare",
+                settings.schemas.display()
+            );
+        }
+    }
+    let declared: Vec<_> = catalog
+        .triggers
+        .iter()
+        .filter(|t| settings.only.is_empty() || settings.only.contains(&t.name))
+        .collect();
+    if declared.is_empty() {
+        bail!(
+            "no trigger to run: {} declares none",
+            settings.schemas.display()
+        );
+    }
+    let registry = RegistryClient::new(&config.registry)?;
+    let requests = catalog
+        .topic(REQUESTS_TOPIC)
+        .context("no train.requests topic in the catalog")?;
+    let request_id_schema = registry
+        .register(&requests.value_subject(), &requests.value_schema_json)
+        .await
+        .context("register the schema of train.requests")?;
+    let mut triggers = Vec::new();
+    for decl in declared {
+        let mut t = Trigger::plan(decl, &catalog, &settings.archive_root).await?;
+        t.request_id_schema = request_id_schema;
+        triggers.push(t);
+    }
+    create_topics(
+        &config.kafka,
+        &[TopicSpec {
+            name: settings.state_topic.clone(),
+            partitions: 1,
+            config: vec![("cleanup.policy".to_string(), "compact".to_string())],
+        }],
+    )
+    .await
+    .context("create the state topic")?;
+    let saved = read_partition(&config.kafka, &settings.state_topic, 0)
+        .await
+        .context("read the trigger state")?;
+    for t in &mut triggers {
+        let latest = saved
+            .iter()
+            .rev()
+            .find(|r| r.key.as_deref() == Some(t.decl.name.as_bytes()));
+        if let Some(payload) = latest.and_then(|r| r.payload.as_deref()) {
+            trigger::restore(t, payload)?;
+            info!(trigger = %t.decl.name, requests = t.state.triggers, last = ?t.state.last_trigger_ms, "state restored");
+        }
+    }
+
+    let mut metrics_registry = new_registry();
+    let bus_metrics = BusMetrics::register(&mut metrics_registry);
+    let metrics = Metrics::default();
+    {
+        let r = metrics_registry.sub_registry_with_prefix("train_trigger");
+        r.register(
+            "drift",
+            "drift of the last window against the reference, per feature and metric",
+            metrics.drift.clone(),
+        );
+        r.register(
+            "triggers_fired",
+            "retraining requests, by policy",
+            metrics.fired.clone(),
+        );
+        r.register(
+            "triggers_suppressed",
+            "requests held back by the cooldown",
+            metrics.suppressed.clone(),
+        );
+        r.register(
+            "windows",
+            "drift windows evaluated",
+            metrics.windows.clone(),
+        );
+        r.register(
+            "action_failures",
+            "webhook or job actions that failed every attempt",
+            metrics.action_failures.clone(),
+        );
+        r.register(
+            "records_in",
+            "input records handled",
+            metrics.records_in.clone(),
+        );
+    }
+    let producer = Producer::new(&config.kafka, bus_metrics.clone())?;
+    let readiness = Readiness::default();
+    let admin = AdminServer::bind(
+        config.telemetry.admin_addr,
+        Arc::new(metrics_registry),
+        readiness.clone(),
+    )
+    .await?;
+    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+
+    let mut topics: Vec<String> = triggers
+        .iter()
+        .flat_map(|t| t.decl.inputs.clone())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let mut loop_config =
+        ConsumerLoopConfig::new(settings.group_id.clone(), topics.clone(), "train-trigger");
+    loop_config.max_batch_records = settings.batch_records;
+    loop_config.max_batch_wait = Duration::from_millis(settings.batch_wait_ms);
+    loop_config.tick_interval = Some(Duration::from_secs(settings.tick_seconds.max(1)));
+    let mut handler = Triggers {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?,
+        kubernetes: if settings.kubernetes.dry_run {
+            reqwest::Client::new()
+        } else {
+            actions::kubernetes_client(&settings.kubernetes)?
+        },
+        triggers,
+        registry,
+        settings,
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+    readiness.set(true);
+    info!(?topics, "train-trigger running");
+    let stats = run_consumer(
+        &config.kafka,
+        &loop_config,
+        &producer,
+        &bus_metrics,
+        &mut handler,
+        shutdown,
+    )
+    .await
+    .context("train-trigger consumer")?;
+    info!(records = stats.records, "train-trigger stopped");
+    admin_task.await.context("admin server task")??;
+    Ok(())
+}
+
+struct Triggers {
+    triggers: Vec<Trigger>,
+    registry: RegistryClient,
+    settings: Settings,
+    metrics: Metrics,
+    http: reqwest::Client,
+    kubernetes: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Triggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Triggers")
+            .field("triggers", &self.triggers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Triggers {
+    /// Runs the actions of requests produced by earlier (settled) batches; an action that
+    /// fails every attempt is dropped with an error logged and counted.
+    async fn run_actions(&mut self) {
+        for t in &mut self.triggers {
+            if t.state.pending.is_empty() {
+                continue;
+            }
+            let label = TriggerLabel {
+                trigger: t.decl.name.clone(),
+            };
+            for action in std::mem::take(&mut t.state.pending) {
+                let result = match action.kind {
+                    actions::ActionKind::Webhook => match &t.decl.webhook {
+                        Some(w) => actions::webhook(&self.http, w, &action, &self.shutdown).await,
+                        None => Ok(()),
+                    },
+                    actions::ActionKind::KubernetesJob => match &t.decl.kubernetes_job {
+                        Some(j) => {
+                            actions::kubernetes_job(
+                                &self.kubernetes,
+                                &self.settings.kubernetes,
+                                j,
+                                &self.settings.schemas,
+                                &action,
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    },
+                };
+                if let Err(e) = result {
+                    if self.shutdown.is_cancelled() {
+                        // Kept for the next start.
+                        t.state.pending.push(action);
+                        continue;
+                    }
+                    error!(trigger = %t.decl.name, request_id = %action.request_id, error = %format!("{e:#}"), "action failed");
+                    self.metrics.action_failures.get_or_create(&label).inc();
+                }
+            }
+            t.dirty = true;
+        }
+    }
+
+    fn record_events(&self, t: &Trigger, events: &Events) {
+        let label = TriggerLabel {
+            trigger: t.decl.name.clone(),
+        };
+        for policy in &events.fired {
+            self.metrics
+                .fired
+                .get_or_create(&PolicyLabel {
+                    trigger: t.decl.name.clone(),
+                    policy: policy.clone(),
+                })
+                .inc();
+        }
+        self.metrics
+            .suppressed
+            .get_or_create(&label)
+            .inc_by(events.suppressed);
+        self.metrics
+            .windows
+            .get_or_create(&label)
+            .inc_by(events.windows);
+        for m in &t.state.measures {
+            self.metrics
+                .drift
+                .get_or_create(&DriftLabel {
+                    trigger: t.decl.name.clone(),
+                    feature: m.feature.clone(),
+                    metric: m.metric.clone(),
+                })
+                .set(m.value);
+        }
+    }
+
+    async fn save(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
+        for t in &mut self.triggers {
+            if t.dirty {
+                let payload = serde_json::to_vec(&t.state)?;
+                out.send(OutboundRecord::new(
+                    self.settings.state_topic.clone(),
+                    Some(t.decl.name.clone().into_bytes()),
+                    payload,
+                ))
+                .await?;
+                t.dirty = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BatchHandler for Triggers {
+    async fn handle(
+        &mut self,
+        batch: &[InboundRecord],
+        out: &mut Output<'_>,
+    ) -> Result<(), HandlerError> {
+        self.run_actions().await;
+        let now = now_ms();
+        for i in 0..self.triggers.len() {
+            let inputs = self.triggers[i].decl.inputs.clone();
+            let mut events = Events::default();
+            for topic in &inputs {
+                let records: Vec<&InboundRecord> =
+                    batch.iter().filter(|r| &r.topic == topic).collect();
+                if records.is_empty() {
+                    continue;
+                }
+                let t = &mut self.triggers[i];
+                if let Some(decoder) = t.decoder(topic) {
+                    let payloads: Vec<&[u8]> = records
+                        .iter()
+                        .filter_map(|r| r.payload.as_deref())
+                        .collect();
+                    learn_writer_schemas(&self.registry, decoder, &payloads, &self.shutdown)
+                        .await?;
+                }
+                let requests = t
+                    .process(topic, &records, now, &mut events)
+                    .await
+                    .map_err(|e| format!("trigger {}: {e:#}", t.decl.name))?;
+                self.metrics
+                    .records_in
+                    .get_or_create(&TriggerLabel {
+                        trigger: t.decl.name.clone(),
+                    })
+                    .inc_by(records.len() as u64);
+                for request in requests {
+                    out.send(request).await?;
+                }
+                for (index, message) in std::mem::take(&mut events.rejected) {
+                    if let Some(r) = records.get(index) {
+                        out.dead_letter(
+                            r,
+                            "decode",
+                            &format!("trigger {}: {message}", t.decl.name),
+                        )
+                        .await?;
+                    }
+                }
+            }
+            self.record_events(&self.triggers[i], &events);
+        }
+        self.save(out).await
+    }
+
+    async fn tick(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
+        self.run_actions().await;
+        let now = now_ms();
+        for i in 0..self.triggers.len() {
+            let mut events = Events::default();
+            let t = &mut self.triggers[i];
+            if let Some(request) = t
+                .check(now, &mut events)
+                .map_err(|e| format!("trigger {}: {e:#}", t.decl.name))?
+            {
+                out.send(request).await?;
+            }
+            self.record_events(&self.triggers[i], &events);
+        }
+        self.save(out).await
+    }
+
+    async fn finish(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
+        self.save(out).await
+    }
+}
