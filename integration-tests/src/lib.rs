@@ -861,6 +861,43 @@ impl std::ops::DerefMut for Feature {
     }
 }
 
+/// The train-trigger service (see [`Service`] for what it can do).
+#[derive(Debug)]
+pub struct TrainTrigger(Service);
+
+impl TrainTrigger {
+    /// Starts train-trigger with the catalog in `schemas`; `keys` go inside `[train_trigger]`,
+    /// `extra` at the end.
+    pub fn start(
+        broker: &Broker,
+        registry: &Registry,
+        schemas: &Path,
+        keys: &str,
+        extra: &str,
+    ) -> Result<Self> {
+        let config = format!(
+            "[train_trigger]\nschemas = \"{}\"\n{keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n{extra}\n",
+            schemas.display(),
+            broker.bootstrap(),
+            registry.url(),
+        );
+        Ok(Self(Service::start("tributary-train-trigger", &config)?))
+    }
+}
+
+impl std::ops::Deref for TrainTrigger {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TrainTrigger {
+    fn deref_mut(&mut self) -> &mut Service {
+        &mut self.0
+    }
+}
+
 // Benchmark helpers (src/bin/bench-archive.rs): services beside a release binary, the archive's
 // admin server.
 

@@ -299,7 +299,7 @@ impl Triggers {
             .windows
             .get_or_create(&label)
             .inc_by(events.windows);
-        for m in &t.state.measures {
+        for m in &t.state.reported {
             self.metrics
                 .drift
                 .get_or_create(&DriftLabel {

@@ -57,8 +57,10 @@ pub(crate) struct State {
     pub(crate) current: Profile,
     pub(crate) last_window: Option<Profile>,
     pub(crate) reference: Option<Profile>,
-    /// Measures of the last window compared with the reference.
+    /// Measures of the last window compared with the reference, until a request uses them.
     pub(crate) measures: Vec<Measure>,
+    /// Measures of the last window compared with the reference (for the metrics).
+    pub(crate) reported: Vec<Measure>,
     /// Drift policies disarmed after firing (hysteresis).
     pub(crate) disarmed: Vec<String>,
     pub(crate) last_trigger_ms: Option<i64>,
@@ -332,6 +334,7 @@ impl Trigger {
                         measures.push(measure(&f.name, "wasserstein", drift::wasserstein(r, c)));
                     }
                 }
+                self.state.reported = measures.clone();
                 self.state.measures = measures;
             }
         }
