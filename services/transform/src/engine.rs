@@ -25,7 +25,7 @@ use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
 use tributary_core::schema::transforms::TransformDecl;
 use tributary_sql::{InputTable, Statement};
 
-use crate::conform::Conformer;
+use tributary_core::schema::conform::Conformer;
 use crate::dedup::Dedup;
 use crate::lookup::LookupTable;
 use crate::rules::{self, Rule};

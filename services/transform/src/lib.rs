@@ -5,7 +5,6 @@
 //! step and the reason. See `docs/transform.md`.
 
 pub mod config;
-mod conform;
 mod dedup;
 mod engine;
 mod lookup;

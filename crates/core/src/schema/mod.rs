@@ -4,6 +4,7 @@
 pub mod arrow;
 pub mod catalog;
 pub mod compat;
+pub mod conform;
 pub mod features;
 pub mod json;
 pub mod registry;

@@ -1,7 +1,8 @@
-//! Fits what the SQL produced to the output topic's Arrow schema: columns by name, in the
-//! schema's order, cast where the types differ, strings mapped onto enum symbols. Values that do
-//! not fit (a null in a required field, a string that is no symbol of the enum, a cast that
-//! fails) are reported per row, so the transform can dead-letter exactly those records.
+//! Fits Arrow batches (what a transform's SQL produced, the rows of a file) to a topic's Arrow
+//! schema: columns by name, in the schema's order, cast where the types differ, strings mapped
+//! onto enum symbols. Values that do not fit (a null in a required field, a string that is no
+//! symbol of the enum, a cast that fails) are reported per row, so exactly those records can be
+//! dead-lettered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,19 +27,19 @@ enum Plan {
 
 /// The mapping from the SQL's output to the output schema, checked once at start-up.
 #[derive(Debug, Clone)]
-pub(crate) struct Conformer {
+pub struct Conformer {
     target: SchemaRef,
     plans: Vec<Plan>,
 }
 
 /// Rows of a batch that do not fit the output schema, with why.
-pub(crate) type RowErrors = Vec<(usize, String)>;
+pub type RowErrors = Vec<(usize, String)>;
 
 impl Conformer {
     /// Checks that `produced` (the SQL's output schema) can become `target`: every field
     /// present by name, of a type that casts, and no column the target has no field for. The
     /// error lists every problem.
-    pub(crate) fn new(
+    pub fn new(
         produced: &arrow::datatypes::Schema,
         target: SchemaRef,
     ) -> Result<Self, String> {
@@ -92,7 +93,7 @@ impl Conformer {
     }
 
     /// The batch in the output schema, or the rows that cannot be in it.
-    pub(crate) fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch, RowErrors> {
+    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch, RowErrors> {
         let rows = batch.num_rows();
         let mut errors: HashMap<usize, String> = HashMap::new();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.plans.len());
