@@ -455,6 +455,12 @@ impl Ingest {
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        // The catalog's file sources run only when a test asks for them.
+        let ingest_keys = if ingest_keys.contains("sources =") {
+            ingest_keys.to_string()
+        } else {
+            format!("sources = []\n{ingest_keys}")
+        };
         let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let config = format!(
             "[ingest]\nlisten = \"127.0.0.1:{port}\"\nschemas = \"{}\"\n{ingest_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n\n{extra}\n",
@@ -545,6 +551,12 @@ impl Ingest {
     ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
+        // The catalog's file sources run only when a test asks for them.
+        let ingest_keys = if ingest_keys.contains("sources =") {
+            ingest_keys.to_string()
+        } else {
+            format!("sources = []\n{ingest_keys}")
+        };
         let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
         let config = format!(
             "[ingest]\nlisten = \"127.0.0.1:{port}\"\nschemas = \"{}\"\n{ingest_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n{kafka_keys}\n\n[registry]\nurl = \"{}\"\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n\n{extra}\n",
@@ -1021,4 +1033,26 @@ pub fn read_all(
         });
     }
     Ok(out)
+}
+
+/// Reads every record of `topic` written before the call (up to each partition's high-water
+/// mark then), waiting up to `wait` for them.
+pub fn read_to_end(broker: &Broker, topic: &str, wait: Duration) -> Result<Vec<ReadRecord>> {
+    let consumer: BaseConsumer = broker.kafka().client_config().create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut total = 0usize;
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            total += usize::try_from(high - low).unwrap_or(0);
+        }
+    }
+    let records = read_all(broker, topic, total, wait)?;
+    if records.len() < total {
+        bail!(
+            "{topic}: read {} of {total} records within {wait:?}",
+            records.len()
+        );
+    }
+    Ok(records)
 }

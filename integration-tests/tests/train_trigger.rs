@@ -322,7 +322,10 @@ async fn drift_values_match_scipy_and_the_webhook_gets_one_request() -> Result<(
             let r = receiver
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (r.accepted.clone(), r.attempts.values().copied().collect::<Vec<_>>())
+            (
+                r.accepted.clone(),
+                r.attempts.values().copied().collect::<Vec<_>>(),
+            )
         };
         if !accepted.is_empty() {
             assert_eq!(accepted.len(), 1, "{accepted:?}");

@@ -143,6 +143,9 @@ fn bench_schemas(dir: &Path) -> Result<()> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
     for entry in std::fs::read_dir(&repo)? {
         let path = entry?.path();
+        if !path.is_file() {
+            continue;
+        }
         if let Some(name) = path.file_name() {
             std::fs::copy(&path, dir.join(name))?;
         }

@@ -22,6 +22,7 @@ max_in_flight_records = 50000
 rate_limit_records_per_second = 5000
 rate_limit_burst = 10000
 cors_allowed_origins = []
+files_progress_topic = "_tributary.ingest.files"
 
 [kafka]
 bootstrap_servers = "127.0.0.1:9092"
@@ -79,6 +80,32 @@ pub struct IngestSettings {
     /// (`Authorization: Bearer`) allowed a set of topics. No credential: every request is 401.
     #[serde(default)]
     pub credentials: Vec<Credential>,
+    /// The catalog's sources to run (`[[source]]` names); absent: all of them.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    /// Compacted topic recording which files were ingested (key: source and path).
+    pub files_progress_topic: String,
+    /// Object-store settings for file sources (endpoint, region, credentials; the URL comes
+    /// from each source).
+    #[serde(default)]
+    pub object_store: ObjectStoreSettings,
+}
+
+/// How file sources reach their object store (`[ingest.object_store]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreSettings {
+    /// S3-compatible endpoint (MinIO, moto, ...); default AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: Option<String>,
+    /// Access key id.
+    pub s3_access_key_id: Option<Secret>,
+    /// Secret access key.
+    pub s3_secret_access_key: Option<Secret>,
+    /// Allow plain HTTP endpoints.
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 /// One API key or bearer token and the topics it may write.

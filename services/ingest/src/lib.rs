@@ -5,6 +5,7 @@
 
 mod api;
 pub mod config;
+mod files;
 mod limits;
 mod metrics;
 mod records;
@@ -107,6 +108,55 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         registry,
         metrics,
     });
+
+    // File sources: each a task listing its prefix until shutdown.
+    let sources: Vec<_> = catalog
+        .sources
+        .iter()
+        .filter(|s| {
+            settings
+                .sources
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|n| n == s.name()))
+        })
+        .collect();
+    if let Some(only) = &settings.sources
+        && let Some(unknown) = only
+            .iter()
+            .find(|n| !catalog.sources.iter().any(|s| s.name() == n.as_str()))
+    {
+        anyhow::bail!("ingest.sources names {unknown}, which the catalog does not declare");
+    }
+    if !sources.is_empty() {
+        tributary_core::bus::create_topics(
+            &config.kafka,
+            &[tributary_core::bus::TopicSpec {
+                name: settings.files_progress_topic.clone(),
+                partitions: 1,
+                config: vec![("cleanup.policy".to_string(), "compact".to_string())],
+            }],
+        )
+        .await
+        .context("create the file progress topic")?;
+    }
+    for source in sources {
+        let tributary_core::schema::sources::SourceDecl::Files(decl) = source;
+        let codec = state
+            .topics
+            .get(&decl.topic)
+            .with_context(|| format!("source {}: no topic {}", decl.name, decl.topic))?;
+        let file_source = files::FileSource::start(
+            decl.clone(),
+            codec.topic.clone(),
+            codec.schema_id,
+            &settings.object_store,
+            &config.kafka,
+            producer.clone(),
+            &settings.files_progress_topic,
+        )
+        .await?;
+        tokio::spawn(file_source.run(shutdown.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

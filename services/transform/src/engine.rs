@@ -25,10 +25,10 @@ use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
 use tributary_core::schema::transforms::TransformDecl;
 use tributary_sql::{InputTable, Statement};
 
-use tributary_core::schema::conform::Conformer;
 use crate::dedup::Dedup;
 use crate::lookup::LookupTable;
 use crate::rules::{self, Rule};
+use tributary_core::schema::conform::{Conformer, key_text};
 
 /// Why a record did not reach the output (the dead letter's error class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,45 +521,6 @@ fn event_times(column: &ArrayRef) -> anyhow::Result<Vec<i64>> {
             }
         })
         .collect())
-}
-
-/// A key column as text bytes (null stays no key). Binary uuids (`FixedSizeBinary(16)`) are
-/// written in their canonical text form, as the Avro uuid string would be.
-fn key_text(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>, String> {
-    if let Some(uuids) = column
-        .as_any()
-        .downcast_ref::<arrow::array::FixedSizeBinaryArray>()
-        .filter(|a| a.value_length() == 16)
-    {
-        return Ok(uuids
-            .iter()
-            .map(|v| v.map(|b| format_uuid(b).into_bytes()))
-            .collect());
-    }
-    let text = cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
-    let text = text
-        .as_any()
-        .downcast_ref::<arrow::array::StringArray>()
-        .ok_or("key cast to text")?;
-    Ok(text
-        .iter()
-        .map(|v| v.map(|s| s.as_bytes().to_vec()))
-        .collect())
-}
-
-fn format_uuid(b: &[u8]) -> String {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    if hex.len() != 32 {
-        return hex;
-    }
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use apache_avro::schema::RecordSchema;
 use serde::Deserialize;
 
 use super::features::{self, FeatureViewDecl};
+use super::sources::{self, SourceDecl};
 use super::transforms::{self, TransformDecl};
 use super::triggers::{self, TriggerDecl};
 use crate::bus::{TopicSpec, dlq_topic};
@@ -91,6 +92,8 @@ struct CatalogFile {
     features: Vec<FeatureViewDecl>,
     #[serde(default, rename = "trigger")]
     triggers: Vec<TriggerDecl>,
+    #[serde(default, rename = "source")]
+    sources: Vec<SourceDecl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +209,8 @@ pub struct Catalog {
     pub features: Vec<FeatureViewDecl>,
     /// Retraining triggers (`[[trigger]]`), in the order declared.
     pub triggers: Vec<TriggerDecl>,
+    /// Sources ingest federates (`[[source]]`), in the order declared.
+    pub sources: Vec<SourceDecl>,
 }
 
 impl Catalog {
@@ -260,12 +265,14 @@ impl Catalog {
         transforms::validate(&parsed.transforms, &topics).map_err(|m| fail(&catalog_path, m))?;
         features::validate(&parsed.features, &topics).map_err(|m| fail(&catalog_path, m))?;
         triggers::validate(&parsed.triggers, &topics).map_err(|m| fail(&catalog_path, m))?;
+        sources::validate(&parsed.sources, &topics).map_err(|m| fail(&catalog_path, m))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             topics,
             transforms: parsed.transforms,
             features: parsed.features,
             triggers: parsed.triggers,
+            sources: parsed.sources,
         })
     }
 

@@ -39,10 +39,7 @@ impl Conformer {
     /// Checks that `produced` (the SQL's output schema) can become `target`: every field
     /// present by name, of a type that casts, and no column the target has no field for. The
     /// error lists every problem.
-    pub fn new(
-        produced: &arrow::datatypes::Schema,
-        target: SchemaRef,
-    ) -> Result<Self, String> {
+    pub fn new(produced: &arrow::datatypes::Schema, target: SchemaRef) -> Result<Self, String> {
         let mut problems = Vec::new();
         let mut plans = Vec::new();
         for field in target.fields() {
@@ -126,6 +123,45 @@ impl Conformer {
         }
         RecordBatch::try_new(self.target.clone(), columns).map_err(|e| vec![(0, e.to_string())])
     }
+}
+
+/// A key column as text bytes, as message keys are written (null stays no key). Binary uuids
+/// (`FixedSizeBinary(16)`) are written in their canonical text form, as the Avro uuid string.
+pub fn key_text(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>, String> {
+    if let Some(uuids) = column
+        .as_any()
+        .downcast_ref::<arrow::array::FixedSizeBinaryArray>()
+        .filter(|a| a.value_length() == 16)
+    {
+        return Ok(uuids
+            .iter()
+            .map(|v| v.map(|b| format_uuid(b).into_bytes()))
+            .collect());
+    }
+    let text = cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
+    let text = text
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or("key cast to text")?;
+    Ok(text
+        .iter()
+        .map(|v| v.map(|s| s.as_bytes().to_vec()))
+        .collect())
+}
+
+fn format_uuid(b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    if hex.len() != 32 {
+        return hex;
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 fn enum_symbols(field: &Field) -> Option<Vec<String>> {

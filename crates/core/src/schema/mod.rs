@@ -8,6 +8,7 @@ pub mod conform;
 pub mod features;
 pub mod json;
 pub mod registry;
+pub mod sources;
 pub mod transforms;
 pub mod triggers;
 pub mod wire;
