@@ -1071,7 +1071,21 @@ async fn a_broker_outage_is_503_in_time_and_no_2xx_record_is_lost() -> Result<()
     wait_for_oks(start, "before the outage").await?;
     let killed = Instant::now();
     tokio::task::block_in_place(|| s.broker.kill())?;
+    // Down until at least two requests sent after the kill were answered (at least 6 s; longer
+    // on a loaded machine, where each answer takes longer).
     tokio::time::sleep(Duration::from_secs(6)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outcomes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|o| o.sent >= killed)
+        .count()
+        < 2
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let restarting = Instant::now();
     tokio::task::block_in_place(|| s.broker.restart())?;
     let restarted = Instant::now();
