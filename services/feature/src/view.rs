@@ -75,8 +75,8 @@ pub(crate) struct PartitionState {
     windows: HashMap<WindowKey, WindowState>,
     /// (end, entity, start) of every window, to find those to emit and drop.
     by_end: BTreeSet<(i64, String, i64)>,
-    /// Starts of each entity's sessions (session windows only).
-    sessions: HashMap<String, Vec<i64>>,
+    /// Starts of each entity's windows.
+    by_entity: HashMap<String, BTreeSet<i64>>,
     /// Changed since the last changelog write.
     dirty: HashSet<WindowKey>,
     /// Dropped since the last changelog write.
@@ -89,16 +89,20 @@ pub(crate) struct PartitionState {
 impl PartitionState {
     fn insert(&mut self, key: WindowKey, window: WindowState) {
         self.by_end.insert((window.end, key.0.clone(), key.1));
+        self.by_entity
+            .entry(key.0.clone())
+            .or_default()
+            .insert(key.1);
         self.windows.insert(key, window);
     }
 
     fn remove(&mut self, key: &WindowKey) -> Option<WindowState> {
         let window = self.windows.remove(key)?;
         self.by_end.remove(&(window.end, key.0.clone(), key.1));
-        if let Some(starts) = self.sessions.get_mut(&key.0) {
-            starts.retain(|s| *s != key.1);
+        if let Some(starts) = self.by_entity.get_mut(&key.0) {
+            starts.remove(&key.1);
             if starts.is_empty() {
-                self.sessions.remove(&key.0);
+                self.by_entity.remove(&key.0);
             }
         }
         self.dirty.remove(key);
@@ -315,13 +319,7 @@ impl View {
             }
         }
         for (key, window) in windows {
-            if matches!(self.window, Window::Session(_)) {
-                state.sessions.entry(key.0.clone()).or_default().push(key.1);
-            }
             state.insert(key, window);
-        }
-        for starts in state.sessions.values_mut() {
-            starts.sort_unstable();
         }
         Ok(state)
     }
@@ -455,13 +453,17 @@ impl View {
         let touched: Vec<String> = state.touched.drain().collect();
         let mut latest: Vec<(String, WindowKey, WindowState)> = Vec::new();
         for entity in touched {
+            // The entity's latest window: the one that starts last.
             let best = state
-                .windows
-                .iter()
-                .filter(|(k, _)| k.0 == entity)
-                .max_by_key(|(k, w)| (w.end, k.1));
+                .by_entity
+                .get(&entity)
+                .and_then(|starts| starts.iter().next_back())
+                .and_then(|start| {
+                    let key = (entity.clone(), *start);
+                    state.windows.get(&key).map(|w| (key, w.clone()))
+                });
             if let Some((k, w)) = best {
-                latest.push((entity, k.clone(), w.clone()));
+                latest.push((entity, k, w));
             }
         }
         let closed: Vec<WindowKey> = state
@@ -683,7 +685,11 @@ fn apply(
             }
         }
         Window::Session(gap) => {
-            let starts = state.sessions.get(entity).cloned().unwrap_or_default();
+            let starts: Vec<i64> = state
+                .by_entity
+                .get(entity)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
             // Open sessions this record joins: it is less than `gap` from their records.
             let joined: Vec<i64> = starts
                 .into_iter()
@@ -720,10 +726,6 @@ fn apply(
                 state.reemit.insert(key.clone());
             }
             state.insert(key.clone(), merged);
-            let starts = state.sessions.entry(entity.to_string()).or_default();
-            starts.push(start);
-            starts.sort_unstable();
-            starts.dedup();
             state.dirty.insert(key);
             accepted = true;
         }
