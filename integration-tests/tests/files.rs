@@ -244,3 +244,56 @@ async fn files_are_ingested_once_and_bad_rows_are_dead_lettered() -> Result<()> 
     assert!(service.stop()?, "{}", service.log());
     Ok(())
 }
+
+/// The same source on S3 (moto): a CSV uploaded under the prefix is ingested once; uploaded
+/// again with the same content, it produces nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_on_s3_are_ingested_once() -> Result<()> {
+    use object_store::ObjectStoreExt;
+    let s3 = tributary_integration_tests::S3::start().await?;
+    let dir = tempfile::tempdir()?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    std::fs::copy(
+        repo.join("files.products-value.avsc"),
+        dir.path().join("files.products-value.avsc"),
+    )?;
+    std::fs::write(
+        dir.path().join("catalog.toml"),
+        format!(
+            "[[topic]]\nname = \"files.products\"\npartitions = 1\nkey_field = \"product_id\"\n\n[[source]]\ntype = \"files\"\nname = \"products\"\nurl = \"s3://{}/landing/\"\ntopic = \"files.products\"\npoll_seconds = 1\n",
+            s3.bucket
+        ),
+    )?;
+    let stack = Stack::start(dir.path()).await?;
+    let config = format!(
+        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nfiles_progress_topic = \"{}\"\n\n[ingest.object_store]\ns3_endpoint = \"{}\"\ns3_region = \"us-east-1\"\ns3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\nallow_http = true\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n",
+        dir.path().display(),
+        unique("_files"),
+        s3.endpoint(),
+        stack.broker.bootstrap(),
+        stack.registry.url()
+    );
+    let lake = tributary_core::lake::Lake::open(&s3.lake("landing"))?;
+    let body = format!("{HEADER}{}{}{}", csv_row(7), csv_row(8), csv_row(9));
+    lake.store()
+        .put(&lake.path("products.csv"), body.clone().into_bytes().into())
+        .await?;
+    let mut service = Service::start("tributary-ingest", &config)?;
+    let records = wait_records(&stack, "files.products", 3, &service).await?;
+    let keys: BTreeSet<String> = records.iter().map(key_of).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["p-7".into(), "p-8".into(), "p-9".into()])
+    );
+    // Uploaded again: the same bytes, so the same MD5 e-tag; nothing more.
+    lake.store()
+        .put(&lake.path("products.csv"), body.into_bytes().into())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        read_to_end(&stack.broker, "files.products", Duration::from_secs(30))?.len(),
+        3
+    );
+    assert!(service.stop()?, "{}", service.log());
+    Ok(())
+}
