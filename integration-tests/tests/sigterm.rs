@@ -28,14 +28,17 @@ fn start(broker: &Broker, input: &str, output: &str, group: &str, pause_ms: u32)
         .context("start echo-service")
 }
 
-/// Source positions forwarded so far, read from the output topic's headers.
+/// Source positions forwarded so far, read from the output topic's headers: reads until no
+/// record came for `quiet_for`, or for at most `at_most` in all.
 fn forwarded(
     consumer: &BaseConsumer,
     into: &mut BTreeSet<(i32, i64)>,
     quiet_for: Duration,
+    at_most: Duration,
 ) -> Result<()> {
+    let started = Instant::now();
     let mut last = Instant::now();
-    while last.elapsed() < quiet_for {
+    while last.elapsed() < quiet_for && started.elapsed() < at_most {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m?;
             let header = |name: &str| -> Option<i64> {
@@ -116,7 +119,13 @@ async fn sigterm_finishes_the_batch_and_commits() -> Result<()> {
         if Instant::now() > deadline {
             bail!("the service forwarded only {} records", seen.len());
         }
-        forwarded(&reader, &mut seen, Duration::from_millis(300))?;
+        // Bounded, so the service is stopped while records still flow.
+        forwarded(
+            &reader,
+            &mut seen,
+            Duration::from_millis(300),
+            Duration::from_millis(300),
+        )?;
     }
     let status = Command::new("kill")
         .args(["-TERM", &service.id().to_string()])
@@ -137,7 +146,12 @@ async fn sigterm_finishes_the_batch_and_commits() -> Result<()> {
 
     // Everything below the committed offsets was forwarded (and acknowledged) before the exit.
     let after_term = committed(&broker, &group, &input)?;
-    forwarded(&reader, &mut seen, Duration::from_secs(2))?;
+    forwarded(
+        &reader,
+        &mut seen,
+        Duration::from_secs(2),
+        Duration::from_secs(600),
+    )?;
     let total_committed: i64 = after_term.values().sum();
     assert!(
         total_committed > 0 && total_committed < RECORDS as i64,
@@ -160,7 +174,12 @@ async fn sigterm_finishes_the_batch_and_commits() -> Result<()> {
     let mut service = start(&broker, &input, &output, &group, 0)?;
     let deadline = Instant::now() + Duration::from_secs(180);
     while seen.len() < RECORDS && Instant::now() < deadline {
-        forwarded(&reader, &mut seen, Duration::from_millis(500))?;
+        forwarded(
+            &reader,
+            &mut seen,
+            Duration::from_millis(500),
+            Duration::from_secs(600),
+        )?;
     }
     Command::new("kill")
         .args(["-TERM", &service.id().to_string()])
