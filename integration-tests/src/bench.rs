@@ -348,3 +348,34 @@ pub fn counter_sum(metrics_text: &str, name: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// Prints the machine line every benchmark starts with: cores, CPU model, load average.
+pub fn print_machine() {
+    println!(
+        "machine: {} cores, {}; load average before start: {}",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        cpu_model(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+/// Copies the repository's schemas folder (its files) into `dir` and appends `extra` to the
+/// catalog: a benchmark's own topics and declarations beside the repository's.
+pub fn repo_schemas_with(dir: &std::path::Path, extra: &str) -> Result<()> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    for entry in std::fs::read_dir(&repo)? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name().filter(|_| path.is_file()) {
+            std::fs::copy(&path, dir.join(name))?;
+        }
+    }
+    let mut catalog = std::fs::read_to_string(repo.join("catalog.toml"))?;
+    catalog.push_str(extra);
+    std::fs::write(dir.join("catalog.toml"), catalog)?;
+    Ok(())
+}

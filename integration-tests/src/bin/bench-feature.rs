@@ -31,7 +31,8 @@ use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_integration_tests::bench::{
-    Event, clock_ticks_per_second, counter_sum, cpu_model, produce_chunks, ticks_at_exit,
+    Event, clock_ticks_per_second, counter_sum, print_machine, produce_chunks, repo_schemas_with,
+    ticks_at_exit,
 };
 use tributary_integration_tests::{
     Archive, Broker, Feature, Registry, Service, run_beside_services, unique,
@@ -93,20 +94,11 @@ fn main() -> Result<()> {
 
 /// The repository's catalog plus the benchmark's view and its output topic.
 fn bench_schemas(dir: &Path) -> Result<()> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
-    for entry in std::fs::read_dir(&repo)? {
-        let path = entry?.path();
-        if !path.is_file() {
-            continue;
-        }
-        if let Some(name) = path.file_name() {
-            std::fs::copy(&path, dir.join(name))?;
-        }
-    }
     std::fs::write(dir.join(format!("{OUTPUT}-value.avsc")), OUTPUT_SCHEMA)?;
-    let mut catalog = std::fs::read_to_string(repo.join("catalog.toml"))?;
-    catalog.push_str(&format!(
-        r#"
+    repo_schemas_with(
+        dir,
+        &format!(
+            r#"
 [[topic]]
 name = "{OUTPUT}"
 key_field = "user_id"
@@ -125,9 +117,8 @@ aggregation = [
   {{ name = "pages", fn = "distinct_count", expr = "page['url']" }},
 ]
 "#
-    ));
-    std::fs::write(dir.join("catalog.toml"), catalog)?;
-    Ok(())
+        ),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -147,17 +138,7 @@ impl Pass {
 async fn run(records: usize, rounds: usize) -> Result<()> {
     let tick = clock_ticks_per_second()? as f64;
     println!("bench-feature: {records} records of {INPUT}, {rounds} round(s)");
-    println!(
-        "machine: {} cores, {}; load average before start: {}",
-        std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    print_machine();
     let schemas = tempfile::tempdir()?;
     bench_schemas(schemas.path())?;
     let catalog = Catalog::load(schemas.path())?;
@@ -317,6 +298,10 @@ async fn timed<S: std::ops::DerefMut<Target = Service>>(
         }
         if done >= records {
             let (t0, d0) = first.unwrap_or((now, 0));
+            ensure!(
+                now > t0,
+                "all records came out between two polls: too few to time; raise --records"
+            );
             break ((now - t0).as_secs_f64().max(1e-3), done - d0);
         }
         tokio::time::sleep(POLL).await;

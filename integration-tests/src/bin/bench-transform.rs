@@ -43,7 +43,8 @@ use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_integration_tests::bench::{
-    Event, clock_ticks_per_second, cpu_model, cpu_ticks, produce_chunks, ticks_at_exit,
+    Event, clock_ticks_per_second, cpu_ticks, print_machine, produce_chunks, repo_schemas_with,
+    ticks_at_exit,
 };
 use tributary_integration_tests::{Broker, Registry, Transform, run_beside_services, unique};
 
@@ -140,25 +141,17 @@ impl Pass {
 /// The schemas folder of the benchmark: the repository's catalog plus a pass-through topic with
 /// the input's schema and the transform `passthrough`.
 fn bench_schemas(dir: &Path) -> Result<()> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
-    for entry in std::fs::read_dir(&repo)? {
-        let path = entry?.path();
-        if !path.is_file() {
-            continue;
-        }
-        if let Some(name) = path.file_name() {
-            std::fs::copy(&path, dir.join(name))?;
-        }
-    }
+    repo_schemas_with(
+        dir,
+        &format!(
+            "\n[[topic]]\nname = \"{PASS_THROUGH}\"\nkey_field = \"user_id\"\n\n[[transform]]\nname = \"passthrough\"\ninputs = [\"{INPUT}\"]\noutput = \"{PASS_THROUGH}\"\nsql = \"SELECT * FROM input\"\n"
+        ),
+    )?;
+    // The pass-through topic has the input's schema.
     std::fs::copy(
-        repo.join(format!("{INPUT}-value.avsc")),
+        dir.join(format!("{INPUT}-value.avsc")),
         dir.join(format!("{PASS_THROUGH}-value.avsc")),
     )?;
-    let mut catalog = std::fs::read_to_string(repo.join("catalog.toml"))?;
-    catalog.push_str(&format!(
-        "\n[[topic]]\nname = \"{PASS_THROUGH}\"\nkey_field = \"user_id\"\n\n[[transform]]\nname = \"passthrough\"\ninputs = [\"{INPUT}\"]\noutput = \"{PASS_THROUGH}\"\nsql = \"SELECT * FROM input\"\n"
-    ));
-    std::fs::write(dir.join("catalog.toml"), catalog)?;
     Ok(())
 }
 
@@ -168,17 +161,7 @@ async fn run(o: Options) -> Result<()> {
         "bench-transform: {} records of {INPUT} ({PARTITIONS} partitions), batch_records {}, {} round(s)",
         o.records, o.batch_records, o.rounds
     );
-    println!(
-        "machine: {} cores, {}; load average before start: {}",
-        std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    print_machine();
     let schemas = tempfile::tempdir()?;
     bench_schemas(schemas.path())?;
     let catalog = Catalog::load(schemas.path())?;
@@ -455,6 +438,10 @@ async fn time_output(kafka: &KafkaConfig, topic: &str, records: usize) -> Result
         }
         if total >= records {
             let (t0, n0) = first.unwrap_or((now, 0));
+            ensure!(
+                now > t0,
+                "all records came out between two polls: too few to time; raise --records"
+            );
             // From the first poll that saw records: those already out then are not counted.
             return Ok(((now - t0).as_secs_f64().max(1e-3), total - n0));
         }
@@ -530,6 +517,10 @@ async fn transform_pass(
         // clean_web_events drops nothing of these records (valid, unique ids).
         if total >= o.records {
             let (t0, n0) = first.unwrap_or((now, 0));
+            ensure!(
+                now > t0,
+                "all records came out between two polls: too few to time; raise --records"
+            );
             break ((now - t0).as_secs_f64().max(1e-3), total - n0);
         }
         tokio::time::sleep(POLL).await;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -53,25 +53,14 @@ struct Metrics {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = config.feature.clone();
     let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
-    for name in &settings.only {
-        if !catalog.features.iter().any(|v| &v.name == name) {
-            bail!(
-                "feature.only names {name}, which {} does not declare",
-                settings.schemas.display()
-            );
-        }
-    }
-    let declared: Vec<_> = catalog
-        .features
-        .iter()
-        .filter(|v| settings.only.is_empty() || settings.only.contains(&v.name))
-        .collect();
-    if declared.is_empty() {
-        bail!(
-            "no feature view to run: {} declares none",
-            settings.schemas.display()
-        );
-    }
+    let declared = tributary_core::schema::catalog::pick(
+        &catalog.features,
+        |v| v.name.as_str(),
+        &settings.only,
+        "feature view",
+        &settings.schemas,
+    )
+    .map_err(anyhow::Error::msg)?;
     let registry = RegistryClient::new(&config.registry)?;
     let mut views = Vec::new();
     for decl in declared {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -65,25 +65,14 @@ struct Metrics {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = config.train_trigger.clone();
     let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
-    for name in &settings.only {
-        if !catalog.triggers.iter().any(|t| &t.name == name) {
-            bail!(
-                "train_trigger.only names {name}, which {} does not declare",
-                settings.schemas.display()
-            );
-        }
-    }
-    let declared: Vec<_> = catalog
-        .triggers
-        .iter()
-        .filter(|t| settings.only.is_empty() || settings.only.contains(&t.name))
-        .collect();
-    if declared.is_empty() {
-        bail!(
-            "no trigger to run: {} declares none",
-            settings.schemas.display()
-        );
-    }
+    let declared = tributary_core::schema::catalog::pick(
+        &catalog.triggers,
+        |t| t.name.as_str(),
+        &settings.only,
+        "trigger",
+        &settings.schemas,
+    )
+    .map_err(anyhow::Error::msg)?;
     let registry = RegistryClient::new(&config.registry)?;
     let requests = catalog
         .topic(REQUESTS_TOPIC)

@@ -14,7 +14,7 @@ mod rules;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tributary_core::bus::{
@@ -34,25 +34,14 @@ use metrics::{LookupLabel, RejectLabel, TransformLabel, TransformMetrics};
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = config.transform.clone();
     let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
-    for name in &settings.only {
-        if !catalog.transforms.iter().any(|t| &t.name == name) {
-            bail!(
-                "transform.only names {name}, which {} does not declare",
-                settings.schemas.display()
-            );
-        }
-    }
-    let declared: Vec<_> = catalog
-        .transforms
-        .iter()
-        .filter(|t| settings.only.is_empty() || settings.only.contains(&t.name))
-        .collect();
-    if declared.is_empty() {
-        bail!(
-            "no transform to run: {} declares none",
-            settings.schemas.display()
-        );
-    }
+    let declared = tributary_core::schema::catalog::pick(
+        &catalog.transforms,
+        |t| t.name.as_str(),
+        &settings.only,
+        "transform",
+        &settings.schemas,
+    )
+    .map_err(anyhow::Error::msg)?;
     let registry = RegistryClient::new(&config.registry)?;
 
     let mut metrics_registry = new_registry();

@@ -295,6 +295,38 @@ impl Catalog {
     }
 }
 
+/// The declarations a service runs: those named in `only`, or all when `only` is empty. A name
+/// in `only` that nothing declares, or nothing to run, is an error naming `what` (e.g.
+/// "transform") and the catalog folder.
+pub fn pick<'a, T>(
+    declared: &'a [T],
+    name_of: impl Fn(&T) -> &str,
+    only: &[String],
+    what: &str,
+    dir: &Path,
+) -> Result<Vec<&'a T>, String> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|n| !declared.iter().any(|d| name_of(d) == n.as_str()))
+    {
+        return Err(format!(
+            "{what} {unknown} is not declared in {}",
+            dir.join(CATALOG_FILE).display()
+        ));
+    }
+    let picked: Vec<&T> = declared
+        .iter()
+        .filter(|d| only.is_empty() || only.iter().any(|n| n == name_of(d)))
+        .collect();
+    if picked.is_empty() {
+        return Err(format!(
+            "no {what} to run: {} declares none",
+            dir.join(CATALOG_FILE).display()
+        ));
+    }
+    Ok(picked)
+}
+
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 fn load_topic(
