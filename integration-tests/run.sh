@@ -66,6 +66,9 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
 fi
 pg_isready -h 127.0.0.1 -p 5432
 
+step "deploy manifests"
+bash deploy/validate.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
