@@ -126,6 +126,12 @@ def env_dict(environment) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in (environment or {}).items()}
 
 
+def binary_of(command) -> str | None:
+    """The Tributary binary a command runs, also through `bash -c "... exec tributary-x"`."""
+    words = command.split() if isinstance(command, str) else [w for c in command or [] for w in str(c).split()]
+    return next((w for w in words if re.fullmatch(r"tributary(-[a-z-]+)?", w)), None)
+
+
 def check_compose(path: str, schema_path: str) -> None:
     print(f"compose: {path}")
     raw = yaml.safe_load(Path(path).read_text())
@@ -192,10 +198,14 @@ def check_compose(path: str, schema_path: str) -> None:
             check((ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).is_file(),
                   f"{name}: build file {build.get('dockerfile')} exists")
 
-        command = svc.get("command") or []
-        if isinstance(command, list) and command and command[0].startswith("tributary"):
+        for volume in svc.get("volumes") or []:
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+            if source.startswith((".", "/")):
+                check((ROOT / source).exists(), f"{name}: bind mount {source} exists")
+        binary = binary_of(svc.get("command"))
+        if binary:
             env = env_dict(svc.get("environment"))
-            check_env_sections(name, command[0], list(env))
+            check_env_sections(name, binary, list(env))
             mounted = {f"/run/secrets/{s if isinstance(s, str) else s.get('target', s['source'])}"
                        for s in svc.get("secrets") or []}
             files = {v for k, v in env.items() if k.startswith("TRIBUTARY__") and k.endswith("__FILE")}
@@ -203,7 +213,7 @@ def check_compose(path: str, schema_path: str) -> None:
                   ", ".join(sorted(files - mounted)))
             port = admin_port(env)
             test = health.get("test") or []
-            if command[0] != "tributary":
+            if binary != "tributary":
                 check(port is not None and str(port) in test,
                       f"{name}: health check probes the admin port {port}", " ".join(map(str, test)))
     dupes = sorted({p for p in published if published.count(p) > 1})
@@ -317,6 +327,9 @@ def check_k8s(name: str, path: str) -> None:
                     else:
                         env[e["name"]] = ""
                         ref = e["valueFrom"].get("configMapKeyRef") or e["valueFrom"].get("secretKeyRef")
+                        if ref and "secretKeyRef" in e["valueFrom"] and ref["name"] not in secrets:
+                            check(ref["name"] in EXTERNAL_SECRETS, f"{where}: Secret {ref['name']} is a documented one")
+                            external.add(ref["name"] + (" (optional)" if ref.get("optional") else ""))
                         if ref and "configMapKeyRef" in e["valueFrom"]:
                             check(ref["name"] in configmaps and ref["key"] in configmaps[ref["name"]].get("data", {}),
                                   f"{where}: {e['name']} from ConfigMap {ref['name']}")
@@ -332,8 +345,8 @@ def check_k8s(name: str, path: str) -> None:
                 unmounted = [f for f in files if not any(f.startswith(m.rstrip("/") + "/") for m in mounts)]
                 check(not unmounted, f"{where}: every *__FILE variable points into a mounted volume",
                       ", ".join(unmounted))
-                binary = (c.get("command") or [""])[0]
-                if binary.startswith("tributary"):
+                binary = binary_of(c.get("command")) or ""
+                if binary:
                     check_env_sections(where, binary, list(env))
                 if kind == "Deployment":
                     ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
