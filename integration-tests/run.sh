@@ -65,6 +65,14 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
 fi
 pg_isready -h 127.0.0.1 -p 5432
+# Change data capture needs logical decoding: wal_level = logical takes a server restart.
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc 'SHOW wal_level')" != logical ]; then
+  echo "setting wal_level = logical (restarts PostgreSQL)"
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "ALTER SYSTEM SET wal_level = logical"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main restart
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+echo "wal_level: $(psql -h 127.0.0.1 -U postgres -d postgres -tAc 'SHOW wal_level')"
 
 step "deploy manifests"
 bash deploy/validate.sh

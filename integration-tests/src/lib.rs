@@ -301,6 +301,33 @@ impl Drop for TestDatabase {
                 .build()?;
             rt.block_on(async {
                 let client = connect(&base).await?;
+                // Replication slots of the database (a change data capture test's) keep it
+                // from being dropped, and WAL from being recycled: drop them first.
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                         WHERE database = $1 AND active_pid IS NOT NULL",
+                        &[&name],
+                    )
+                    .await?;
+                for _ in 0..50 {
+                    let left = client
+                        .query(
+                            "SELECT slot_name::text FROM pg_replication_slots WHERE database = $1",
+                            &[&name],
+                        )
+                        .await?;
+                    if left.is_empty() {
+                        break;
+                    }
+                    for row in left {
+                        let slot: String = row.try_get(0)?;
+                        let _ = client
+                            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                            .await;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
                 client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .await?;

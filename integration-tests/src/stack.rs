@@ -149,6 +149,7 @@ pub fn to_json(value: Avro) -> Result<Value> {
         Avro::Double(f) => json!(f),
         Avro::String(s) | Avro::Enum(_, s) => json!(s),
         Avro::Uuid(u) => json!(u.to_string()),
+        Avro::Bytes(b) => json!(b),
         Avro::Decimal(d) => {
             let bytes: Vec<u8> = Vec::try_from(&d)?;
             let mut n: i128 = if bytes.first().is_some_and(|b| b & 0x80 != 0) {

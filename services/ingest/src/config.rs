@@ -23,6 +23,7 @@ rate_limit_records_per_second = 5000
 rate_limit_burst = 10000
 cors_allowed_origins = []
 files_progress_topic = "_tributary.ingest.files"
+postgres_progress_topic = "_tributary.ingest.postgres"
 
 [kafka]
 bootstrap_servers = "127.0.0.1:9092"
@@ -32,7 +33,7 @@ client_id = "tributary-ingest"
 url = "http://127.0.0.1:8081"
 
 [telemetry]
-admin_addr = "0.0.0.0:9092"
+admin_addr = "0.0.0.0:9090"
 "#;
 
 /// The whole configuration of the service.
@@ -85,6 +86,9 @@ pub struct IngestSettings {
     pub sources: Option<Vec<String>>,
     /// Compacted topic recording which files were ingested (key: source and path).
     pub files_progress_topic: String,
+    /// Compacted topic recording PostgreSQL sources' snapshots and polling positions (key:
+    /// source and table).
+    pub postgres_progress_topic: String,
     /// Object-store settings for file sources (endpoint, region, credentials; the URL comes
     /// from each source).
     #[serde(default)]

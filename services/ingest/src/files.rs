@@ -85,8 +85,10 @@ impl FileSource {
         producer: Producer,
         progress_topic: &str,
     ) -> anyhow::Result<Self> {
+        let url = tributary_core::schema::sources::expand_env(&decl.url)
+            .map_err(|e| anyhow::anyhow!("source {}: {e}", decl.name))?;
         let config = LakeConfig {
-            url: decl.url.clone(),
+            url: url.clone(),
             s3_endpoint: store.s3_endpoint.clone(),
             s3_region: store.s3_region.clone(),
             s3_access_key_id: store.s3_access_key_id.clone(),
@@ -94,8 +96,8 @@ impl FileSource {
             allow_http: store.allow_http,
             options: Default::default(),
         };
-        let lake = Lake::open(&config)
-            .with_context(|| format!("source {}: open {}", decl.name, decl.url))?;
+        let lake =
+            Lake::open(&config).with_context(|| format!("source {}: open {url}", decl.name))?;
         let target = arrow_schema_for(&topic.value_schema_json)?;
         let mut done = HashMap::new();
         let prefix = progress_key(&decl.name, "");
@@ -114,7 +116,7 @@ impl FileSource {
                 }
             }
         }
-        info!(source = %decl.name, url = %decl.url, topic = %topic.name, files_done = done.len(), "file source started");
+        info!(source = %decl.name, url = %url, topic = %topic.name, files_done = done.len(), "file source started");
         Ok(Self {
             decl,
             lake,

@@ -8,6 +8,7 @@ pub mod config;
 mod files;
 mod limits;
 mod metrics;
+mod postgres;
 mod records;
 
 use std::collections::BTreeMap;
@@ -128,19 +129,37 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         anyhow::bail!("ingest.sources names {unknown}, which the catalog does not declare");
     }
     if !sources.is_empty() {
+        let compacted = |name: &String| tributary_core::bus::TopicSpec {
+            name: name.clone(),
+            partitions: 1,
+            config: vec![("cleanup.policy".to_string(), "compact".to_string())],
+        };
         tributary_core::bus::create_topics(
             &config.kafka,
-            &[tributary_core::bus::TopicSpec {
-                name: settings.files_progress_topic.clone(),
-                partitions: 1,
-                config: vec![("cleanup.policy".to_string(), "compact".to_string())],
-            }],
+            &[
+                compacted(&settings.files_progress_topic),
+                compacted(&settings.postgres_progress_topic),
+            ],
         )
         .await
-        .context("create the file progress topic")?;
+        .context("create the source progress topics")?;
     }
     for source in sources {
-        let tributary_core::schema::sources::SourceDecl::Files(decl) = source;
+        let decl = match source {
+            tributary_core::schema::sources::SourceDecl::Files(decl) => decl,
+            tributary_core::schema::sources::SourceDecl::Postgres(decl) => {
+                let ctx = postgres::SourceContext {
+                    decl: decl.clone(),
+                    topics: catalog.topics.clone(),
+                    registry: state.registry.clone(),
+                    kafka: config.kafka.clone(),
+                    producer: producer.clone(),
+                    progress_topic: settings.postgres_progress_topic.clone(),
+                };
+                tokio::spawn(postgres::run(ctx, shutdown.clone()));
+                continue;
+            }
+        };
         let codec = state
             .topics
             .get(&decl.topic)

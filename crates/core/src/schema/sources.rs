@@ -1,5 +1,9 @@
 //! Sources of the catalog (`[[source]]` in `catalog.toml`): where ingest federates data from
-//! besides its HTTP API. Today: files landing in object storage.
+//! besides its HTTP API: files landing in object storage, and PostgreSQL tables (change data
+//! capture or polling).
+//!
+//! URLs may name environment variables, `${VAR}` or `${VAR:-default}`, expanded when the source
+//! starts ([`expand_env`]): one catalog serves a laptop, compose and Kubernetes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +17,8 @@ use super::catalog::Topic;
 pub enum SourceDecl {
     /// Files under a prefix of object storage (`file://`, `s3://`, ...), each ingested once.
     Files(FilesDecl),
+    /// Tables of a PostgreSQL database, by logical replication or by polling.
+    Postgres(PostgresDecl),
 }
 
 impl SourceDecl {
@@ -20,6 +26,7 @@ impl SourceDecl {
     pub fn name(&self) -> &str {
         match self {
             Self::Files(f) => &f.name,
+            Self::Postgres(p) => &p.name,
         }
     }
 }
@@ -77,6 +84,146 @@ pub struct FilesDecl {
 fn default_poll() -> u64 {
     10
 }
+
+/// How a PostgreSQL source reads its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostgresMode {
+    /// Logical replication (pgoutput): a snapshot, then every insert, update and delete in
+    /// commit order. Needs `wal_level = logical` and the REPLICATION attribute.
+    Cdc,
+    /// Repeated queries on an incrementing and/or timestamp column, for databases without
+    /// replication rights. Sees the latest state of new and changed rows, not deletes.
+    Poll,
+}
+
+/// Tables of one PostgreSQL database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresDecl {
+    /// Name (letters, digits, `_`), in progress keys, logs, metrics and `source.connector`.
+    pub name: String,
+    /// `postgresql://user@host:port/database`; no password here (see `password_env`,
+    /// `password_file`). `${VAR}` / `${VAR:-default}` are expanded.
+    pub url: String,
+    /// Environment variable holding the password; when it is unset no password is sent.
+    pub password_env: Option<String>,
+    /// File holding the password (a mounted secret), if the server asks for one.
+    pub password_file: Option<String>,
+    /// `cdc` or `poll`.
+    pub mode: PostgresMode,
+    /// The tables read and the topic of each.
+    pub tables: Vec<TableDecl>,
+    /// CDC: the replication slot (created when missing). Default `tributary_<name>`.
+    pub slot: Option<String>,
+    /// CDC: the publication (created when missing, tables added). Default `tributary_<name>`.
+    pub publication: Option<String>,
+    /// CDC: how often the slot is read when idle, in milliseconds. Default 200.
+    #[serde(default = "default_cdc_poll_ms")]
+    pub poll_ms: u64,
+    /// CDC: how often an idle slot is moved to the server's current WAL position, so the
+    /// server does not keep WAL for tables that do not change, in seconds. Default 10.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u64,
+    /// Poll: seconds between queries. Default 5.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// Poll: rows are read only once they are this many seconds old (by their timestamp column,
+    /// or by when their incrementing value was first seen), so a transaction that commits after
+    /// a later one is not skipped. Default 10.
+    #[serde(default = "default_delay")]
+    pub delay_seconds: u64,
+    /// Most rows read per query or per change batch. Default 5000.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: u32,
+}
+
+impl PostgresDecl {
+    /// The replication slot's name.
+    pub fn slot_name(&self) -> String {
+        self.slot
+            .clone()
+            .unwrap_or_else(|| format!("tributary_{}", self.name.to_ascii_lowercase()))
+    }
+
+    /// The publication's name.
+    pub fn publication_name(&self) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| format!("tributary_{}", self.name.to_ascii_lowercase()))
+    }
+}
+
+/// One table of a PostgreSQL source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDecl {
+    /// `schema.table` (unquoted names; quoted when used).
+    pub table: String,
+    /// The topic its changes go to (Debezium envelope, schema derived from the columns).
+    pub topic: String,
+    /// Poll: a column that grows with every new row (a serial or identity key).
+    pub incrementing_column: Option<String>,
+    /// Poll: a column set to the time of every insert and update.
+    pub timestamp_column: Option<String>,
+}
+
+impl TableDecl {
+    /// The schema and table names.
+    pub fn qualified(&self) -> (&str, &str) {
+        match self.table.split_once('.') {
+            Some((schema, table)) => (schema, table),
+            None => ("public", self.table.as_str()),
+        }
+    }
+}
+
+fn default_cdc_poll_ms() -> u64 {
+    200
+}
+fn default_heartbeat() -> u64 {
+    10
+}
+fn default_poll_seconds() -> u64 {
+    5
+}
+fn default_delay() -> u64 {
+    10
+}
+fn default_batch_rows() -> u32 {
+    5000
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in `text` from the environment; the error names a
+/// variable that is unset and has no default, or an unterminated `${`.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
+        let inner = &after[..end];
+        let (var, default) = match inner.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (inner, None),
+        };
+        match (std::env::var(var), default) {
+            (Ok(value), _) if !value.is_empty() => out.push_str(&value),
+            (_, Some(d)) => out.push_str(d),
+            _ => {
+                return Err(format!(
+                    "environment variable {var} is not set (in {text:?})"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
 fn default_delimiter() -> char {
     ','
 }
@@ -115,7 +262,97 @@ pub(crate) fn validate(
                     return fail("csv_delimiter must be one ASCII character".into());
                 }
             }
+            SourceDecl::Postgres(p) => validate_postgres(p, topics).or_else(fail)?,
         }
     }
     Ok(())
+}
+
+/// `text` without its `${...}` references (whose `:-` defaults are not URL syntax).
+fn without_variables(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => rest = &rest[start + end + 1..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn validate_postgres(p: &PostgresDecl, topics: &BTreeMap<String, Topic>) -> Result<(), String> {
+    if !(p.url.starts_with("postgres://") || p.url.starts_with("postgresql://")) {
+        return Err(format!("url {:?} is not a postgresql:// URL", p.url));
+    }
+    let authority = p.url.split("://").nth(1).unwrap_or("");
+    let userinfo = authority.split('/').next().unwrap_or("");
+    if let Some((user, _)) = userinfo.rsplit_once('@')
+        && without_variables(user).contains(':')
+    {
+        return Err("the url must not hold a password: use password_env or password_file".into());
+    }
+    if p.tables.is_empty() {
+        return Err("no tables".into());
+    }
+    if p.poll_ms == 0 || p.poll_seconds == 0 || p.heartbeat_seconds == 0 || p.batch_rows == 0 {
+        return Err(
+            "poll_ms, poll_seconds, heartbeat_seconds and batch_rows must be at least 1".into(),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for t in &p.tables {
+        let (schema, table) = t.qualified();
+        if schema.is_empty() || table.is_empty() || table.contains('.') {
+            return Err(format!("table {:?} is not schema.table", t.table));
+        }
+        if !seen.insert(&t.table) {
+            return Err(format!("table {} listed twice", t.table));
+        }
+        if !topics.contains_key(&t.topic) {
+            return Err(format!(
+                "topic {} of table {} is not in the catalog",
+                t.topic, t.table
+            ));
+        }
+        if p.mode == PostgresMode::Poll
+            && t.incrementing_column.is_none()
+            && t.timestamp_column.is_none()
+        {
+            return Err(format!(
+                "table {}: poll mode needs incrementing_column, timestamp_column or both",
+                t.table
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn expands_variables_and_defaults() {
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(
+            expand_env("file://${PATH}/landing/").unwrap(),
+            format!("file://{path}/landing/")
+        );
+        assert_eq!(
+            expand_env("file://${TRIBUTARY_TEST_UNSET_X:-/var/lib}/x").unwrap(),
+            "file:///var/lib/x"
+        );
+        assert_eq!(expand_env("plain").unwrap(), "plain");
+        assert!(
+            expand_env("${TRIBUTARY_TEST_UNSET_Y}")
+                .unwrap_err()
+                .contains("TRIBUTARY_TEST_UNSET_Y")
+        );
+        assert!(expand_env("${OPEN").unwrap_err().contains("unterminated"));
+        assert_eq!(without_variables("${U:-postgres}@${H:-h}:5432"), "@:5432");
+    }
 }
