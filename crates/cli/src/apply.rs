@@ -1,6 +1,7 @@
 //! `tributary topics apply`: makes the cluster and the registry match the catalog, idempotently.
 //! Topics first (created, partitions raised, settings set), then every subject's schema
 //! registered. Each change is one line on stdout; `nothing to change` when there was none.
+//! `tributary up` runs the same, writing both to its log.
 
 use std::io::Write;
 
@@ -22,12 +23,14 @@ enum Registered {
     Unchanged(String),
 }
 
-/// Applies the catalog; prints the changes to `out` and progress and warnings to stderr.
+/// Applies the catalog; prints the changes to `out` and progress and warnings to `progress`
+/// (stderr for the command).
 pub(crate) async fn run(
     catalog: &Catalog,
     config: &CliConfig,
     dry_run: bool,
     out: &mut dyn Write,
+    progress: &mut dyn Write,
 ) -> Result<()> {
     // Built first, so that a bad registry setting fails before anything is changed.
     let registry =
@@ -35,24 +38,26 @@ pub(crate) async fn run(
     let mut changes = 0;
 
     let specs = catalog.topic_specs(config.topics.dlq_partitions);
-    eprintln!(
+    writeln!(
+        progress,
         "{}topics: comparing {} topics with {}",
         if dry_run { "dry run: " } else { "" },
         specs.len(),
         config.kafka.bootstrap_servers
-    );
+    )?;
     // Each line is printed once its change is made, so that after an error the output still
     // says exactly what was changed.
     let mut write_error = None;
     ensure_topics(&config.kafka, &specs, dry_run, |change| {
         let line = topic_line(change, dry_run);
-        if change.is_change() {
+        let written = if change.is_change() {
             changes += 1;
-            if let Err(e) = writeln!(out, "{line}") {
-                write_error.get_or_insert(e);
-            }
+            writeln!(out, "{line}")
         } else {
-            eprintln!("warning: {line}");
+            writeln!(progress, "warning: {line}")
+        };
+        if let Err(e) = written {
+            write_error.get_or_insert(e);
         }
     })
     .await
@@ -62,13 +67,14 @@ pub(crate) async fn run(
     }
 
     let local = subjects::local_subjects(catalog)?;
-    eprintln!(
+    writeln!(
+        progress,
         "subjects: {} {} subjects {} {}",
         if dry_run { "comparing" } else { "registering" },
         local.len(),
         if dry_run { "with" } else { "at" },
         config.registry.url
-    );
+    )?;
     for subject in &local {
         if let Some(line) = align_level(&registry, subject, dry_run)
             .await

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 use tributary_core::bus::KafkaConfig;
 use tributary_core::config::ConfigError;
+use tributary_core::lake::LakeConfig;
 use tributary_core::schema::registry::RegistryConfig;
 
 /// Defaults: the local stack's broker and registry.
@@ -30,6 +31,9 @@ pub(crate) struct CliConfig {
     pub(crate) registry: RegistryConfig,
     /// How topics outside the catalog are created.
     pub(crate) topics: TopicsConfig,
+    /// The archive's lake, whose Parquet files `tributary status` counts (optional).
+    #[serde(default)]
+    pub(crate) lake: Option<LakeConfig>,
 }
 
 /// `[topics]`: settings of the topics the catalog implies.

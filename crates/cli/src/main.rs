@@ -1,5 +1,6 @@
-//! The `tributary` command: checks schema evolution and applies the topic catalog to a cluster
-//! and a schema registry.
+//! The `tributary` command: checks schema evolution, applies the topic catalog to a cluster
+//! and a schema registry, runs the whole pipeline locally (`up`) and shows its figures
+//! (`status`).
 //!
 //! Exit codes: 0 success; 1 a check failed (incompatible schema) or an operation failed (broker
 //! or registry error); 2 bad usage, configuration or catalog (nothing was checked or changed).
@@ -7,7 +8,11 @@
 mod apply;
 mod check;
 mod config;
+mod display;
+mod figures;
+mod status;
 mod subjects;
+mod up;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -21,7 +26,7 @@ use tributary_core::schema::registry::RegistryClient;
 use crate::check::Against;
 use crate::config::CliConfig;
 
-/// Tributary: topics and schemas of the pipeline.
+/// Tributary: topics and schemas of the pipeline, and the pipeline on one machine.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version, about)]
 struct Cli {
@@ -47,6 +52,36 @@ enum Command {
     Topics {
         #[command(subcommand)]
         command: TopicsCommand,
+    },
+    /// Runs the whole pipeline on this machine: the broker (Tansu, SQLite storage), the
+    /// registry and the five services, until Ctrl-C. A later run on the same data folder
+    /// continues where this one stopped.
+    Up {
+        /// Folder for the broker's data, the lake, the landing folder, configuration and logs.
+        #[arg(long, value_name = "DIR", default_value = ".tributary")]
+        data: PathBuf,
+        /// The Tansu binary (default: `tansu` on PATH, else ~/.cache/tributary/tansu-0.6.0/bin/tansu).
+        #[arg(long, value_name = "FILE", env = "TANSU_BIN")]
+        broker_bin: Option<PathBuf>,
+        /// Also send demo traffic: web and mobile events to ingest, product files to the
+        /// landing folder.
+        #[arg(long)]
+        demo: bool,
+        /// Pick free ports instead of the defaults (broker 9092, registry 8081, ingest 8080,
+        /// feature 8083, admin 9090-9096); a default port that is taken is replaced anyway.
+        #[arg(long)]
+        free_ports: bool,
+    },
+    /// Prints the figures of a running stack: records per topic, consumer lag per service,
+    /// Parquet files in the lake, dead letters, training requests. The stack is the one in
+    /// --config, else the one `tributary up` wrote to DIR/tributary.toml, else localhost.
+    Status {
+        /// The data folder of a `tributary up` stack.
+        #[arg(long, value_name = "DIR", default_value = ".tributary")]
+        data: PathBuf,
+        /// Refresh every second until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
     },
 }
 
@@ -91,7 +126,10 @@ pub(crate) fn usage(message: impl fmt::Display) -> anyhow::Error {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
+    // `up` logs to a file in its data folder: the terminal shows its figures.
+    if !matches!(cli.command, Command::Up { .. }) {
+        init_logs();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -156,8 +194,45 @@ async fn run(cli: Cli) -> Result<bool> {
         Command::Topics {
             command: TopicsCommand::Apply { dry_run },
         } => {
-            apply::run(&catalog, &config()?, dry_run, &mut stdout).await?;
+            apply::run(
+                &catalog,
+                &config()?,
+                dry_run,
+                &mut stdout,
+                &mut std::io::stderr(),
+            )
+            .await?;
             Ok(true)
+        }
+        Command::Up {
+            data,
+            broker_bin,
+            demo,
+            free_ports,
+        } => {
+            drop(stdout);
+            let shutdown = tributary_core::shutdown::on_signals()
+                .map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
+            let options = up::UpOptions {
+                data,
+                broker_bin,
+                demo,
+                free_ports,
+                schemas: cli.schemas.clone(),
+            };
+            up::run(options, &catalog, shutdown).await
+        }
+        Command::Status { data, watch } => {
+            let stack_file = data.join(up::STACK_FILE);
+            let file = match &cli.config {
+                Some(file) => Some(file.clone()),
+                None => stack_file.is_file().then_some(stack_file),
+            };
+            let config = CliConfig::load(file.as_deref())
+                .map_err(|e| usage(format!("configuration: {e}")))?;
+            let shutdown = tributary_core::shutdown::on_signals()
+                .map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
+            status::run(&catalog, &config, &data, watch, shutdown, &mut stdout).await
         }
     }
 }

@@ -1,0 +1,329 @@
+//! The figures `tributary up` shows and `tributary status` prints: records per topic, consumer
+//! lag per service group, Parquet files in the lake, dead letters, training requests.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tributary_core::bus::KafkaConfig;
+use tributary_core::lake::{Lake, LakeConfig};
+use tributary_core::schema::catalog::{Catalog, DLQ_STAGES};
+
+/// How long one broker request may take before the figure is left out.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The training requests topic.
+pub(crate) const REQUESTS_TOPIC: &str = "train.requests";
+
+/// A consumer group of the pipeline and the topics it reads.
+#[derive(Debug, Clone)]
+struct Group {
+    service: &'static str,
+    id: String,
+    topics: Vec<String>,
+}
+
+/// One sample of the stack.
+#[derive(Debug, Clone)]
+pub(crate) struct Figures {
+    /// When it was taken.
+    pub(crate) at: Instant,
+    /// Records per topic (catalog topics, then dead-letter topics); `None` when the topic does
+    /// not exist.
+    pub(crate) topics: Vec<(String, Option<i64>)>,
+    /// Lag per group: (service, group id, records not yet committed); `None` when unknown.
+    pub(crate) lag: Vec<(&'static str, String, Option<i64>)>,
+    /// Parquet objects in the lake; `None` when no lake is known or it cannot be listed.
+    pub(crate) parquet_files: Option<u64>,
+    /// Subjects in the registry; `None` when it does not answer.
+    pub(crate) subjects: Option<usize>,
+    /// Why the broker's figures are missing.
+    pub(crate) broker_error: Option<String>,
+}
+
+impl Figures {
+    /// Records of a topic (0 when it does not exist or is unknown).
+    pub(crate) fn records(&self, topic: &str) -> i64 {
+        self.topics
+            .iter()
+            .find(|(name, _)| name == topic)
+            .and_then(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+
+    /// The dead-letter topics and their records.
+    pub(crate) fn dead_letters(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.topics
+            .iter()
+            .filter(|(name, _)| name.starts_with("dlq."))
+            .map(|(name, n)| (name.as_str(), n.unwrap_or(0)))
+    }
+}
+
+/// Takes samples of a stack: a broker client, one idle client per consumer group (to read its
+/// committed offsets without joining it), the registry's URL and the lake.
+pub(crate) struct Probe {
+    kafka: KafkaConfig,
+    reader: Option<Arc<Readers>>,
+    topics: Vec<String>,
+    groups: Vec<Group>,
+    registry_url: String,
+    http: reqwest::Client,
+    lake: Option<Lake>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("bootstrap", &self.kafka.bootstrap_servers)
+            .field("registry", &self.registry_url)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Readers {
+    metadata: BaseConsumer,
+    groups: Vec<BaseConsumer>,
+}
+
+impl Probe {
+    /// A probe of the stack at `kafka` and `registry_url`, reading the catalog's topics and the
+    /// default consumer groups of the services; counts Parquet files in `lake` when given.
+    pub(crate) fn new(
+        catalog: &Catalog,
+        kafka: &KafkaConfig,
+        registry_url: &str,
+        lake: Option<&LakeConfig>,
+    ) -> Result<Self> {
+        let mut topics: Vec<String> = catalog.topics.keys().cloned().collect();
+        topics.extend(DLQ_STAGES.iter().map(|s| format!("dlq.{s}")));
+        let lake = match lake {
+            Some(config) => Some(
+                Lake::open(config).with_context(|| format!("open the lake at {}", config.url))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            kafka: kafka.clone(),
+            reader: None,
+            topics,
+            groups: groups(catalog),
+            registry_url: registry_url.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .context("build an http client")?,
+            lake,
+        })
+    }
+
+    fn readers(&mut self) -> Result<Arc<Readers>> {
+        if let Some(r) = &self.reader {
+            return Ok(r.clone());
+        }
+        let metadata: BaseConsumer = self.kafka.client_config().create()?;
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| {
+                self.kafka
+                    .client_config()
+                    .set("group.id", &g.id)
+                    .set("enable.auto.commit", "false")
+                    .create()
+            })
+            .collect::<Result<Vec<BaseConsumer>, _>>()?;
+        let readers = Arc::new(Readers { metadata, groups });
+        self.reader = Some(readers.clone());
+        Ok(readers)
+    }
+
+    /// Takes a sample. Never fails: what cannot be read is left out and said why.
+    pub(crate) async fn sample(&mut self) -> Figures {
+        let at = Instant::now();
+        let readers = self.readers();
+        let (broker, subjects, parquet_files) = tokio::join!(
+            sample_broker(readers, self.topics.clone(), self.groups.clone()),
+            subjects(&self.http, &self.registry_url),
+            count_parquet(self.lake.as_ref())
+        );
+        let (topics, lag, broker_error) = match broker {
+            Ok((topics, lag)) => (topics, lag, None),
+            Err(e) => (
+                self.topics.iter().map(|t| (t.clone(), None)).collect(),
+                self.groups
+                    .iter()
+                    .map(|g| (g.service, g.id.clone(), None))
+                    .collect(),
+                Some(format!("{e:#}")),
+            ),
+        };
+        Figures {
+            at,
+            topics,
+            lag,
+            parquet_files,
+            subjects,
+            broker_error,
+        }
+    }
+}
+
+/// Counts and lag from the broker, on a blocking thread (librdkafka's calls block).
+#[allow(clippy::type_complexity)]
+async fn sample_broker(
+    readers: Result<Arc<Readers>>,
+    topics: Vec<String>,
+    groups: Vec<Group>,
+) -> Result<(
+    Vec<(String, Option<i64>)>,
+    Vec<(&'static str, String, Option<i64>)>,
+)> {
+    let readers = readers?;
+    tokio::task::spawn_blocking(move || read_broker(&readers, &topics, &groups))
+        .await
+        .context("broker sampling task")?
+}
+
+/// The services' consumer groups (their default ids) and the topics each reads, from the catalog.
+fn groups(catalog: &Catalog) -> Vec<Group> {
+    let set = |topics: BTreeSet<String>| topics.into_iter().collect::<Vec<_>>();
+    vec![
+        Group {
+            service: "transform",
+            id: "tributary-transform".into(),
+            topics: set(catalog
+                .transforms
+                .iter()
+                .flat_map(|t| t.inputs.iter().cloned())
+                .collect()),
+        },
+        Group {
+            service: "feature",
+            id: "tributary-feature".into(),
+            topics: set(catalog.features.iter().map(|f| f.input.clone()).collect()),
+        },
+        Group {
+            service: "train-trigger",
+            id: "tributary-train-trigger".into(),
+            topics: set(catalog
+                .triggers
+                .iter()
+                .flat_map(|t| {
+                    t.inputs
+                        .iter()
+                        .cloned()
+                        .chain(t.features.iter().filter_map(|f| f.topic.clone()))
+                })
+                .collect()),
+        },
+        Group {
+            service: "archive",
+            id: "tributary-archive".into(),
+            topics: set(catalog
+                .topics
+                .values()
+                .filter(|t| t.archive)
+                .map(|t| t.name.clone())
+                .collect()),
+        },
+    ]
+}
+
+#[allow(clippy::type_complexity)]
+fn read_broker(
+    readers: &Readers,
+    topics: &[String],
+    groups: &[Group],
+) -> Result<(
+    Vec<(String, Option<i64>)>,
+    Vec<(&'static str, String, Option<i64>)>,
+)> {
+    let metadata = readers
+        .metadata
+        .fetch_metadata(None, BROKER_TIMEOUT)
+        .context("broker metadata")?;
+    // (low, high) watermarks of every partition of the topics that exist.
+    let mut marks: std::collections::HashMap<(String, i32), (i64, i64)> = Default::default();
+    let mut counts = Vec::with_capacity(topics.len());
+    for name in topics {
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == name) else {
+            counts.push((name.clone(), None));
+            continue;
+        };
+        let mut total = Some(0i64);
+        for p in topic.partitions() {
+            match readers
+                .metadata
+                .fetch_watermarks(name, p.id(), BROKER_TIMEOUT)
+            {
+                Ok((low, high)) => {
+                    marks.insert((name.clone(), p.id()), (low, high));
+                    total = total.map(|t| t + (high - low).max(0));
+                }
+                Err(_) => total = None,
+            }
+        }
+        counts.push((name.clone(), total));
+    }
+    let mut lag = Vec::with_capacity(groups.len());
+    for (group, consumer) in groups.iter().zip(&readers.groups) {
+        lag.push((
+            group.service,
+            group.id.clone(),
+            group_lag(consumer, group, &marks),
+        ));
+    }
+    Ok((counts, lag))
+}
+
+/// Records of the group's topics after its committed offsets (from the start of a partition it
+/// never committed on).
+fn group_lag(
+    consumer: &BaseConsumer,
+    group: &Group,
+    marks: &std::collections::HashMap<(String, i32), (i64, i64)>,
+) -> Option<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), _) in marks.iter().filter(|((t, _), _)| group.topics.contains(t)) {
+        tpl.add_partition(topic, *partition);
+    }
+    if tpl.count() == 0 {
+        return Some(0);
+    }
+    let committed = consumer.committed_offsets(tpl, BROKER_TIMEOUT).ok()?;
+    let mut lag = 0;
+    for element in committed.elements() {
+        let &(low, high) = marks.get(&(element.topic().to_string(), element.partition()))?;
+        let position = match element.offset() {
+            Offset::Offset(n) => n.max(low),
+            _ => low,
+        };
+        lag += (high - position).max(0);
+    }
+    Some(lag)
+}
+
+/// Subjects in the registry, `None` when it does not answer.
+async fn subjects(http: &reqwest::Client, url: &str) -> Option<usize> {
+    let response = http.get(format!("{url}/subjects")).send().await.ok()?;
+    let list: Vec<String> = response.error_for_status().ok()?.json().await.ok()?;
+    Some(list.len())
+}
+
+/// Parquet objects under the lake's root.
+async fn count_parquet(lake: Option<&Lake>) -> Option<u64> {
+    let lake = lake?;
+    let mut listing = lake.store().list(Some(lake.root()));
+    let mut n = 0;
+    while let Some(item) = listing.next().await {
+        if item.ok()?.location.as_ref().ends_with(".parquet") {
+            n += 1;
+        }
+    }
+    Some(n)
+}

@@ -1,0 +1,487 @@
+//! `tributary up`: the whole pipeline on one machine, no Docker. The broker (Tansu, SQLite
+//! storage in the data folder), the registry and the five services run as child processes of
+//! this command, each with a configuration file written for it and its own log; topics and
+//! schemas come from the catalog as `tributary topics apply` makes them; the lake and the file
+//! sources' landing folder are folders of the data folder. Ctrl-C stops the services first, the
+//! registry next and the broker last; a later run on the same folder continues from there.
+
+mod broker;
+mod demo;
+mod plan;
+mod process;
+mod shop;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tributary_core::bus::KafkaConfig;
+use tributary_core::lake::LakeConfig;
+use tributary_core::schema::catalog::Catalog;
+use tributary_core::schema::registry::RegistryConfig;
+
+use crate::config::{CliConfig, TopicsConfig};
+use crate::display::{Extra, Screen};
+use crate::figures::Probe;
+use crate::usage;
+use plan::{Layout, Ports, Service};
+pub(crate) use plan::{STACK_FILE, file_url};
+use process::{Process, Spec, Stopped};
+
+/// How long a service may take to stop after SIGTERM (it finishes its batch and commits).
+const SERVICE_GRACE: Duration = Duration::from_secs(60);
+/// How long the broker may take to stop.
+const BROKER_GRACE: Duration = Duration::from_secs(20);
+
+/// Options of `tributary up`.
+#[derive(Debug)]
+pub(crate) struct UpOptions {
+    /// The data folder.
+    pub(crate) data: PathBuf,
+    /// The Tansu binary, when given.
+    pub(crate) broker_bin: Option<PathBuf>,
+    /// Whether to run the demo traffic.
+    pub(crate) demo: bool,
+    /// Use free ports instead of the defaults.
+    pub(crate) free_ports: bool,
+    /// The catalog folder.
+    pub(crate) schemas: PathBuf,
+}
+
+/// Runs the stack until `shutdown`; `Ok(true)` when everything stopped cleanly.
+pub(crate) async fn run(
+    options: UpOptions,
+    catalog: &Catalog,
+    shutdown: CancellationToken,
+) -> Result<bool> {
+    let layout = Layout::create(&options.data)?;
+    init_logs(&layout)?;
+    let _lock = PidFile::take(&layout.pid_file())?;
+    let tansu = broker::find_tansu(options.broker_bin.as_deref())?;
+    let binaries = service_binaries()?;
+    let schemas = options
+        .schemas
+        .canonicalize()
+        .with_context(|| format!("resolve {}", options.schemas.display()))?;
+    let api_key = api_key(&layout.api_key())?;
+    let ports = Ports::pick(options.free_ports)?;
+    let sources = plan::local_sources(catalog);
+    for service in Service::ALL {
+        let file = layout.config().join(format!("{}.toml", service.name()));
+        std::fs::write(
+            &file,
+            plan::service_config(service, &layout, &ports, &schemas, &sources)?,
+        )
+        .with_context(|| format!("write {}", file.display()))?;
+    }
+    std::fs::write(layout.stack_file(), plan::stack_file(&layout, &ports)?)
+        .with_context(|| format!("write {}", layout.stack_file().display()))?;
+
+    let mut stack = Stack::default();
+    let result = run_stack(
+        &mut stack, &options, catalog, &layout, &ports, &tansu, &binaries, &api_key, &shutdown,
+    )
+    .await;
+    let clean = stack.stop().await;
+    match result {
+        Ok(crashed) => {
+            println!(
+                "{}",
+                if clean && !crashed {
+                    "stopped cleanly; run `tributary up` again on the same folder to continue"
+                } else {
+                    "stopped, not cleanly: see the logs"
+                }
+            );
+            Ok(clean && !crashed)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The running processes, stopped in order by [`Stack::stop`].
+#[derive(Debug, Default)]
+struct Stack {
+    broker: Option<Process>,
+    registry: Option<Process>,
+    services: Vec<Process>,
+    demo: Option<(CancellationToken, Vec<tokio::task::JoinHandle<()>>)>,
+}
+
+impl Stack {
+    /// Stops the demo, the services (together), the registry, then the broker. Returns whether
+    /// each exited cleanly.
+    async fn stop(&mut self) -> bool {
+        if let Some((stop, tasks)) = self.demo.take() {
+            stop.cancel();
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+        let mut clean = true;
+        let mut report = |name: &str, stopped: Stopped| {
+            let ok = stopped == Stopped::Clean;
+            clean &= ok;
+            let how = match stopped {
+                Stopped::Clean => "stopped".to_string(),
+                Stopped::Failed(status) => format!("stopped with {status}"),
+                Stopped::Killed => "killed (did not stop in time)".to_string(),
+                Stopped::Exited(status) => format!("had exited with {status}"),
+            };
+            if ok {
+                info!(process = name, "{how}");
+            } else {
+                warn!(process = name, "{how}");
+            }
+            println!("  {name:<14} {how}");
+        };
+        if !self.services.is_empty() || self.registry.is_some() || self.broker.is_some() {
+            println!("stopping: services first, the registry, then the broker");
+        }
+        let stopping = self
+            .services
+            .iter_mut()
+            .map(|p| async move { (p.name.clone(), p.stop(SERVICE_GRACE).await) });
+        for (name, stopped) in futures::future::join_all(stopping).await {
+            report(&name, stopped);
+        }
+        self.services.clear();
+        for (process, grace) in [
+            (self.registry.take(), SERVICE_GRACE),
+            (self.broker.take(), BROKER_GRACE),
+        ] {
+            if let Some(mut p) = process {
+                let stopped = p.stop(grace).await;
+                report(&p.name, stopped);
+            }
+        }
+        clean
+    }
+}
+
+/// Starts everything, shows the figures until `shutdown`; `Ok(true)` when a process exited
+/// on its own meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn run_stack(
+    stack: &mut Stack,
+    options: &UpOptions,
+    catalog: &Catalog,
+    layout: &Layout,
+    ports: &Ports,
+    tansu: &Path,
+    binaries: &Path,
+    api_key: &str,
+    shutdown: &CancellationToken,
+) -> Result<bool> {
+    let started = Instant::now();
+    let logs = layout.logs();
+    println!(
+        "tributary up: data in {}, logs in {}",
+        layout.data.display(),
+        logs.display()
+    );
+    println!("starting the broker (Tansu, {})", tansu.display());
+    stack.broker = Some(
+        broker::start(
+            tansu,
+            &layout.broker(),
+            ports.broker,
+            logs.join("broker.log"),
+        )
+        .await?,
+    );
+    let spawn = |service: Service| -> Result<Process> {
+        let mut env = Vec::new();
+        if service == Service::Ingest {
+            // The catalog's file source URL names ${TRIBUTARY_LANDING}.
+            env.push(("TRIBUTARY_LANDING", layout.landing().into_os_string()));
+        }
+        Process::spawn(Spec {
+            name: service.name(),
+            program: &binaries.join(service.binary()),
+            args: vec![
+                layout
+                    .config()
+                    .join(format!("{}.toml", service.name()))
+                    .into_os_string(),
+            ],
+            cwd: Some(&layout.data),
+            env,
+            log: logs.join(format!("{}.log", service.name())),
+        })
+    };
+    if shutdown.is_cancelled() {
+        return Ok(false);
+    }
+    println!("starting the registry");
+    let registry = stack.registry.insert(spawn(Service::Registry)?);
+    process::wait_for_port(registry, ports.registry, Duration::from_secs(120)).await?;
+
+    println!("applying the catalog's topics and schemas");
+    let apply_log = logs.join("apply.log");
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&apply_log)
+        .with_context(|| format!("open {}", apply_log.display()))?;
+    let cli_config = CliConfig {
+        kafka: KafkaConfig::new(ports.bootstrap()),
+        registry: RegistryConfig::new(ports.registry_url()),
+        topics: TopicsConfig { dlq_partitions: 1 },
+        lake: None,
+    };
+    let mut progress = out.try_clone()?;
+    crate::apply::run(catalog, &cli_config, false, &mut out, &mut progress)
+        .await
+        .with_context(|| format!("apply the catalog (see {})", apply_log.display()))?;
+
+    for service in &Service::ALL[1..] {
+        if shutdown.is_cancelled() {
+            return Ok(false);
+        }
+        println!("starting {}", service.name());
+        stack.services.push(spawn(*service)?);
+    }
+    for (service, port) in [(0, ports.ingest), (2, ports.feature)] {
+        process::wait_for_port(&mut stack.services[service], port, Duration::from_secs(120))
+            .await?;
+    }
+
+    let counts = Arc::new(demo::DemoCounts::default());
+    if options.demo {
+        let stop = CancellationToken::new();
+        let tasks = demo::start(
+            demo::Target {
+                ingest_url: ports.ingest_url(),
+                api_key: api_key.to_string(),
+                products: layout.products(),
+                incoming: layout.incoming(),
+                marker: layout.demo_marker(),
+            },
+            counts.clone(),
+            stop.clone(),
+        )?;
+        stack.demo = Some((stop, tasks));
+    }
+
+    let banner = banner(layout, ports, api_key, options.demo, started.elapsed());
+    for line in &banner {
+        println!("{line}");
+    }
+    let tty = std::io::stdout().is_terminal();
+    let mut probe = Probe::new(
+        catalog,
+        &cli_config.kafka,
+        &ports.registry_url(),
+        Some(&LakeConfig::new(layout.lake_url()?)),
+    )?;
+    let mut screen = Screen::new(tty, Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut crashed = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Some(broker) = stack.broker.as_mut() {
+            broker.check_running()?;
+        }
+        let mut down = Vec::new();
+        for p in stack.registry.iter_mut().chain(stack.services.iter_mut()) {
+            if let Some(status) = p.exit_status() {
+                down.push(format!(
+                    "{} exited ({status}; see {})",
+                    p.name,
+                    p.log.display()
+                ));
+            }
+        }
+        if !down.is_empty() && !crashed {
+            warn!(processes = ?down, "a process of the stack exited");
+            crashed = true;
+        }
+        let figures = probe.sample().await;
+        let mut extra = Extra::default();
+        if tty {
+            extra.header = vec![format!(
+                "tributary up — {} — up {}{}",
+                layout.data.display(),
+                clock(started.elapsed()),
+                if options.demo {
+                    " — demo traffic on"
+                } else {
+                    ""
+                }
+            )];
+            extra.footer.push(String::new());
+            if options.demo {
+                extra.footer.push(format!(
+                    "demo sent: {}",
+                    counts.summary().trim_start_matches("demo ")
+                ));
+            }
+            extra.footer.extend(down.iter().cloned());
+            extra.footer.push(format!(
+                "Ctrl-C stops everything (services first, broker last); logs in {}",
+                layout.logs().display()
+            ));
+        } else {
+            if options.demo {
+                extra.summary.push(counts.summary());
+            }
+            extra
+                .summary
+                .extend(down.iter().map(|d| format!("DOWN {d}")));
+        }
+        let mut stdout = std::io::stdout().lock();
+        screen.show(&mut stdout, &figures, &extra, false)?;
+    }
+    let figures = probe.sample().await;
+    let mut extra = Extra::default();
+    if options.demo {
+        extra.summary.push(counts.summary());
+    }
+    println!();
+    println!("{}", crate::display::summary(&figures, &extra));
+    Ok(crashed)
+}
+
+/// The lines printed once everything runs.
+fn banner(
+    layout: &Layout,
+    ports: &Ports,
+    api_key: &str,
+    demo: bool,
+    took: Duration,
+) -> Vec<String> {
+    let mut lines = vec![
+        format!("the stack is up (in {:.0} s):", took.as_secs_f64()),
+        format!("  broker      {}", ports.bootstrap()),
+        format!("  registry    {}", ports.registry_url()),
+        format!(
+            "  ingest      {}/v1/topics/<topic>/records   X-API-Key: {api_key}",
+            ports.ingest_url()
+        ),
+        format!(
+            "  features    {}/v1/features/user_activity/<user_id>",
+            ports.feature_url()
+        ),
+        format!("  lake        {}", layout.lake().display()),
+        format!(
+            "  landing     {} (CSV, NDJSON, Parquet, Avro)",
+            layout.products().display()
+        ),
+        format!(
+            "  status      tributary status --config {}",
+            layout.stack_file().display()
+        ),
+    ];
+    if demo {
+        lines.push(
+            "  demo        web and mobile events every second, a product file every 20 s".into(),
+        );
+    }
+    lines.push(String::new());
+    lines
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The folder holding the service binaries: this executable's (cargo builds them side by side).
+fn service_binaries() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate the tributary executable")?;
+    let dir = exe
+        .parent()
+        .context("the tributary executable has no folder")?
+        .to_path_buf();
+    let missing: Vec<String> = Service::ALL
+        .iter()
+        .map(|s| s.binary())
+        .filter(|b| !process::is_executable(&dir.join(b)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(usage(format!(
+            "{} not found beside {}: build them with `cargo build --release --bins` (deploy/local/up.sh does)",
+            missing.join(", "),
+            exe.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// The stack's ingest API key: read from `path`, or made up and written there (mode 0600).
+fn api_key(path: &Path) -> Result<String> {
+    if let Ok(key) = std::fs::read_to_string(path)
+        && !key.trim().is_empty()
+    {
+        return Ok(key.trim().to_string());
+    }
+    use rand::Rng;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = format!("dev-{:032x}", rand::rng().random::<u128>());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    file.write_all(key.as_bytes())?;
+    Ok(key)
+}
+
+/// `up.pid` in the data folder while `tributary up` runs, so that two stacks never share a
+/// broker database; removed when dropped.
+#[derive(Debug)]
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn take(path: &Path) -> Result<Self> {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(pid) = text.trim().parse::<u32>()
+            && pid != std::process::id()
+            && Path::new(&format!("/proc/{pid}")).exists()
+        {
+            bail!(
+                "a tributary up (pid {pid}) is already running on this data folder ({}); stop it first",
+                path.parent().unwrap_or(path).display()
+            );
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("write {}", path.display()))?;
+        Ok(Self(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// This command's own log (the demo, the catalog apply, librdkafka) goes to `logs/tributary.log`:
+/// the terminal shows the figures.
+fn init_logs(layout: &Layout) -> Result<()> {
+    let path = layout.logs().join("tributary.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
