@@ -333,6 +333,10 @@ async fn change_data_capture_in_commit_order_survives_kill_and_added_column() ->
         c.iter().any(|c| c.key == "120")
     })
     .await?;
+    ensure!(
+        !writer.is_finished(),
+        "the writer finished before the kill: raise its row count"
+    );
     ingest.kill()?;
     writer.await??;
     ingest.restart()?;

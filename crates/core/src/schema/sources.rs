@@ -355,4 +355,40 @@ mod tests {
         assert!(expand_env("${OPEN").unwrap_err().contains("unterminated"));
         assert_eq!(without_variables("${U:-postgres}@${H:-h}:5432"), "@:5432");
     }
+
+    #[test]
+    fn postgres_sources_are_checked() {
+        let topics: BTreeMap<String, Topic> = BTreeMap::new();
+        let decl = |url: &str| PostgresDecl {
+            name: "db".into(),
+            url: url.into(),
+            password_env: None,
+            password_file: None,
+            mode: PostgresMode::Cdc,
+            tables: vec![],
+            slot: None,
+            publication: None,
+            poll_ms: 1,
+            heartbeat_seconds: 1,
+            poll_seconds: 1,
+            delay_seconds: 0,
+            batch_rows: 1,
+        };
+        assert!(
+            validate_postgres(&decl("postgresql://u:secret@h/db"), &topics)
+                .unwrap_err()
+                .contains("password")
+        );
+        assert!(
+            validate_postgres(&decl("mysql://u@h/db"), &topics)
+                .unwrap_err()
+                .contains("postgresql://")
+        );
+        assert!(
+            validate_postgres(&decl("postgresql://${U:-u}@h/db"), &topics)
+                .unwrap_err()
+                .contains("no tables")
+        );
+        assert_eq!(decl("postgresql://h/db").slot_name(), "tributary_db");
+    }
 }
