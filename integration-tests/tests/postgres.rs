@@ -430,6 +430,26 @@ async fn change_data_capture_in_commit_order_survives_kill_and_added_column() ->
     assert_eq!(nulls["doc"], Value::Null);
     assert_eq!(nulls["tags"], Value::Null);
 
+    // The source's figures on the admin port (since the restart: the rows after it).
+    let metrics = reqwest::get(format!("{}/metrics", ingest.admin_url()?))
+        .await?
+        .text()
+        .await?;
+    let written = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("tributary_ingest_source_records_total{")
+                && l.contains("table=\"shop.kinds\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(written, Some(2), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "tributary_ingest_source_acknowledged_lsn{{source=\"{source}\"}}"
+        )),
+        "{metrics}"
+    );
+
     assert!(ingest.stop()?, "clean exit on SIGTERM\n{}", ingest.log());
     Ok(())
 }

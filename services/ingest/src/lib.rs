@@ -155,6 +155,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     kafka: config.kafka.clone(),
                     producer: producer.clone(),
                     progress_topic: settings.postgres_progress_topic.clone(),
+                    metrics: state.metrics.clone(),
                 };
                 tokio::spawn(postgres::run(ctx, shutdown.clone()));
                 continue;

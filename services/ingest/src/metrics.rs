@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -16,8 +17,22 @@ pub(crate) struct TopicLabel {
     pub(crate) topic: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SourceTableLabel {
+    pub(crate) source: String,
+    pub(crate) table: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SourceLabel {
+    pub(crate) source: String,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct IngestMetrics {
+    pub(crate) source_records: Family<SourceTableLabel, Counter>,
+    pub(crate) source_dead_letters: Family<SourceTableLabel, Counter>,
+    pub(crate) source_acknowledged_lsn: Family<SourceLabel, Gauge>,
     pub(crate) requests: Family<StatusLabel, Counter>,
     pub(crate) accepted: Family<TopicLabel, Counter>,
     pub(crate) rejected: Family<TopicLabel, Counter>,
@@ -27,6 +42,9 @@ pub(crate) struct IngestMetrics {
 impl IngestMetrics {
     pub(crate) fn register(registry: &mut Registry) -> Self {
         let m = Self {
+            source_records: Family::default(),
+            source_dead_letters: Family::default(),
+            source_acknowledged_lsn: Family::default(),
             requests: Family::default(),
             accepted: Family::default(),
             rejected: Family::default(),
@@ -53,6 +71,21 @@ impl IngestMetrics {
             "produce_latency_seconds",
             "time from a request's records being handed to the producer to their acknowledgement",
             m.produce_latency.clone(),
+        );
+        r.register(
+            "source_records",
+            "records written by postgresql sources, by source and table",
+            m.source_records.clone(),
+        );
+        r.register(
+            "source_dead_letters",
+            "rows of postgresql sources sent to dlq.ingest, by source and table",
+            m.source_dead_letters.clone(),
+        );
+        r.register(
+            "source_acknowledged_lsn",
+            "the WAL position a change data capture source last acknowledged to its slot",
+            m.source_acknowledged_lsn.clone(),
         );
         m
     }

@@ -141,21 +141,21 @@ pub(super) async fn run(ctx: &SourceContext, shutdown: &CancellationToken) -> an
         let n = rows.len();
         let (records, upto) = stream.decode(ctx, &mut tables, rows).await?;
         if !records.is_empty() {
-            ctx.producer
-                .send_all(&records)
-                .await
-                .context("produce the changes")?;
-            debug!(source = %decl.name, records = records.len(), "changes delivered");
+            let n = records.len();
+            ctx.deliver(records).await?;
+            debug!(source = %decl.name, records = n, "changes delivered");
         }
         if let Some(upto) = upto.filter(|u| *u > confirmed) {
             advance(&client, &slot, upto).await?;
             confirmed = upto;
+            acknowledged(ctx, confirmed);
         } else if n == 0 && last_heartbeat.elapsed() >= heartbeat {
             // Nothing of ours committed before `before`: the slot may move there.
             if before > confirmed {
                 advance(&client, &slot, before).await?;
                 debug!(source = %decl.name, lsn = %pgoutput::format_lsn(before), "heartbeat: idle slot moved on");
                 confirmed = before;
+                acknowledged(ctx, confirmed);
             }
             last_heartbeat = Instant::now();
         }
@@ -167,6 +167,15 @@ pub(super) async fn run(ctx: &SourceContext, shutdown: &CancellationToken) -> an
         }
     }
     Ok(())
+}
+
+fn acknowledged(ctx: &SourceContext, lsn: u64) {
+    ctx.metrics
+        .source_acknowledged_lsn
+        .get_or_create(&crate::metrics::SourceLabel {
+            source: ctx.decl.name.clone(),
+        })
+        .set(i64::try_from(lsn).unwrap_or(i64::MAX));
 }
 
 async fn advance(client: &tokio_postgres::Client, slot: &str, lsn: u64) -> anyhow::Result<()> {
@@ -327,14 +336,11 @@ async fn snapshot(
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let values = text_row(row)?;
-            let (r, _) =
+            let (r, ok) =
                 table.record_or_dead_letter(name, Op::Read, None, Some(&values), &values, origin);
-            out.push(r);
+            out.push((table.decl.table.clone(), r, ok));
         }
-        ctx.producer
-            .send_all(&out)
-            .await
-            .context("produce the snapshot")?;
+        ctx.deliver(out).await?;
         rows_read += rows.len() as u64;
         if logged.elapsed() >= Duration::from_secs(5) {
             info!(source = %name, table = %table.decl.table, rows_read, estimated_rows = estimate.unwrap_or(-1).max(0), "snapshot in progress");
@@ -363,6 +369,8 @@ struct Stream {
 struct Pending {
     table: usize,
     record: OutboundRecord,
+    /// Not a dead letter.
+    ok: bool,
 }
 
 impl Stream {
@@ -373,7 +381,7 @@ impl Stream {
         ctx: &SourceContext,
         tables: &mut [Captured],
         rows: Vec<tokio_postgres::Row>,
-    ) -> anyhow::Result<(Vec<OutboundRecord>, Option<u64>)> {
+    ) -> anyhow::Result<(Vec<(String, OutboundRecord, bool)>, Option<u64>)> {
         let source = ctx.decl.name.as_str();
         let mut out = Vec::new();
         let mut upto = None;
@@ -402,7 +410,8 @@ impl Stream {
                                 .as_ref()
                                 .is_some_and(|s| s.saw(xid, end_lsn));
                             if !seen {
-                                out.push(p.record);
+                                let table = tables[p.table].state.decl.table.clone();
+                                out.push((table, p.record, p.ok));
                             }
                         }
                     }
@@ -421,21 +430,22 @@ impl Stream {
                     };
                     let state = &tables[t].state;
                     let record = match complete(&new, None) {
-                        Ok(after) => {
-                            state
-                                .record_or_dead_letter(
-                                    source,
-                                    Op::Create,
-                                    None,
-                                    Some(&after),
-                                    &after,
-                                    origin,
-                                )
-                                .0
-                        }
-                        Err(why) => state.dead_letter(source, &texts(&new), lsn, &why),
+                        Ok(after) => state.record_or_dead_letter(
+                            source,
+                            Op::Create,
+                            None,
+                            Some(&after),
+                            &after,
+                            origin,
+                        ),
+                        Err(why) => (state.dead_letter(source, &texts(&new), lsn, &why), false),
                     };
-                    pending.push(Pending { table: t, record });
+                    let (record, ok) = record;
+                    pending.push(Pending {
+                        table: t,
+                        record,
+                        ok,
+                    });
                 }
                 Message::Update { relation, old, new } => {
                     let Some(&t) = self.relations.get(&relation) else {
@@ -454,21 +464,22 @@ impl Stream {
                     };
                     let before = full_old.map(|o| texts(o));
                     let record = match complete(&new, full_old) {
-                        Ok(after) => {
-                            state
-                                .record_or_dead_letter(
-                                    source,
-                                    Op::Update,
-                                    before.as_ref(),
-                                    Some(&after),
-                                    &after,
-                                    origin,
-                                )
-                                .0
-                        }
-                        Err(why) => state.dead_letter(source, &texts(&new), lsn, &why),
+                        Ok(after) => state.record_or_dead_letter(
+                            source,
+                            Op::Update,
+                            before.as_ref(),
+                            Some(&after),
+                            &after,
+                            origin,
+                        ),
+                        Err(why) => (state.dead_letter(source, &texts(&new), lsn, &why), false),
                     };
-                    pending.push(Pending { table: t, record });
+                    let (record, ok) = record;
+                    pending.push(Pending {
+                        table: t,
+                        record,
+                        ok,
+                    });
                 }
                 Message::Delete { relation, old } => {
                     let Some(&t) = self.relations.get(&relation) else {
@@ -485,17 +496,20 @@ impl Stream {
                         OldTuple::Full(o) => (Some(texts(o)), texts(o)),
                         OldTuple::Key(k) => (None, texts(k)),
                     };
-                    let record = state
-                        .record_or_dead_letter(
-                            source,
-                            Op::Delete,
-                            before.as_ref(),
-                            None,
-                            &key,
-                            origin,
-                        )
-                        .0;
-                    pending.push(Pending { table: t, record });
+                    let record = state.record_or_dead_letter(
+                        source,
+                        Op::Delete,
+                        before.as_ref(),
+                        None,
+                        &key,
+                        origin,
+                    );
+                    let (record, ok) = record;
+                    pending.push(Pending {
+                        table: t,
+                        record,
+                        ok,
+                    });
                 }
                 Message::Truncate { relations } => {
                     for r in relations {

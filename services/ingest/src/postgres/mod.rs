@@ -43,6 +43,38 @@ pub(crate) struct SourceContext {
     pub producer: Producer,
     /// Compacted topic holding snapshot and polling progress (key `postgres/<source>/<table>`).
     pub progress_topic: String,
+    pub metrics: crate::metrics::IngestMetrics,
+}
+
+impl SourceContext {
+    /// Sends records (each marked whether it is a dead letter) of tables, waits for the broker's
+    /// acknowledgement and counts them.
+    async fn deliver(&self, records: Vec<(String, OutboundRecord, bool)>) -> anyhow::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (labels, out): (Vec<(String, bool)>, Vec<OutboundRecord>) = records
+            .into_iter()
+            .map(|(table, record, ok)| ((table, ok), record))
+            .unzip();
+        self.producer
+            .send_all(&out)
+            .await
+            .with_context(|| format!("source {}: produce", self.decl.name))?;
+        for (table, ok) in &labels {
+            let label = crate::metrics::SourceTableLabel {
+                source: self.decl.name.clone(),
+                table: table.clone(),
+            };
+            let family = if *ok {
+                &self.metrics.source_records
+            } else {
+                &self.metrics.source_dead_letters
+            };
+            family.get_or_create(&label).inc();
+        }
+        Ok(())
+    }
 }
 
 /// Runs a source until `shutdown`; a failure is logged and retried after a pause (the source

@@ -196,7 +196,7 @@ async fn poll_once(
     let mut last = None;
     for row in &rows {
         let values = text_row(row)?;
-        let (r, _) = s.record_or_dead_letter(
+        let (r, ok) = s.record_or_dead_letter(
             &ctx.decl.name,
             Op::Read,
             None,
@@ -204,13 +204,10 @@ async fn poll_once(
             &values,
             origin,
         );
-        out.push(r);
+        out.push((s.decl.table.clone(), r, ok));
         last = Some(values);
     }
-    ctx.producer
-        .send_all(&out)
-        .await
-        .context("produce the polled rows")?;
+    ctx.deliver(out).await?;
     if let Some(last) = last {
         t.position = Position {
             timestamp: t.timestamp.and_then(|i| last.get(i).cloned().flatten()),
