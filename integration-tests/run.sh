@@ -20,20 +20,10 @@ mkdir -p "$CACHE"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-# librdkafka is built from source by rdkafka-sys: a C toolchain, make, pkg-config, OpenSSL and zlib.
-missing=()
-command -v cc >/dev/null || missing+=(gcc)
-command -v make >/dev/null || missing+=(make)
-command -v pkg-config >/dev/null || missing+=(pkg-config)
-command -v psql >/dev/null || missing+=(postgresql-client)
-dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
-dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-else
-  echo "present"
-fi
+# librdkafka's build needs (deploy/local/install-build-deps.sh, shared with deploy/local/up.sh),
+# and psql for the PostgreSQL steps below.
+command -v psql >/dev/null && psql=() || psql=(postgresql-client)
+bash deploy/local/install-build-deps.sh "${psql[@]}"
 
 step "rust components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
@@ -44,14 +34,8 @@ fi
 echo "cargo $(cargo --version | cut -d' ' -f2), $(cargo nextest --version | head -1)"
 
 step "tansu $TANSU_VERSION (the test broker)"
-if [ -x "$TANSU_BIN" ] && "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  echo "cached at $TANSU_BIN"
-else
-  echo "building tansu (about 8 minutes on 2 cores, once per machine)"
-  CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --locked --version "$TANSU_VERSION" \
-    --features libsql --root "$CACHE/tansu-$TANSU_VERSION"
-  rm -rf "$CACHE/tansu-build"
-fi
+# The same install as deploy/local/up.sh's (cached in $CACHE, once per machine).
+TRIBUTARY_CACHE="$CACHE" bash deploy/local/install-tansu.sh
 
 step "python packages"
 if python3 -c 'import moto, flask, confluent_kafka.schema_registry.avro, fastavro, duckdb, pyarrow, scipy, numpy' 2>/dev/null && command -v moto_server >/dev/null; then
