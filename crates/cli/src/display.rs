@@ -97,12 +97,18 @@ fn or_dash(n: Option<i64>) -> String {
 pub(crate) fn table(figures: &Figures, previous: Option<&Figures>, extra: &Extra) -> Vec<String> {
     let mut lines = extra.header.clone();
     if let Some(e) = &figures.broker_error {
-        lines.push(format!("broker: unreachable ({e})"));
+        lines.push(format!("broker: unreachable, is the stack running? ({e})"));
     }
+    let groups: Vec<String> = figures
+        .lag
+        .iter()
+        .map(|(service, group, _)| format!("{service} ({group})"))
+        .collect();
     let width = figures
         .topics
         .iter()
         .map(|(t, _)| t.len())
+        .chain(groups.iter().map(String::len))
         .max()
         .unwrap_or(10)
         .max(24);
@@ -134,17 +140,13 @@ pub(crate) fn table(figures: &Figures, previous: Option<&Figures>, extra: &Extra
         "{:<width$} {:>12}",
         "consumer lag (group)", "records"
     ));
-    for (service, group, lag) in &figures.lag {
-        lines.push(format!(
-            "{:<width$} {:>12}",
-            format!("{service} ({group})"),
-            or_dash(*lag)
-        ));
+    for (label, (_, _, lag)) in groups.iter().zip(&figures.lag) {
+        lines.push(format!("{label:<width$} {:>12}", or_dash(*lag)));
     }
     lines.push(String::new());
     let dead: Vec<String> = figures
         .dead_letters()
-        .map(|(t, n)| format!("{} {}", t.trim_start_matches("dlq."), thousands(n)))
+        .map(|(t, n)| format!("{} {}", t.trim_start_matches("dlq."), or_dash(n)))
         .collect();
     lines.push(format!(
         "dead letters: {}",
@@ -160,7 +162,13 @@ pub(crate) fn table(figures: &Figures, previous: Option<&Figures>, extra: &Extra
             .parquet_files
             .map(|n| thousands(n as i64))
             .unwrap_or_else(|| "-".into()),
-        thousands(figures.records(REQUESTS_TOPIC)),
+        or_dash(
+            figures
+                .topics
+                .iter()
+                .find(|(t, _)| t == REQUESTS_TOPIC)
+                .and_then(|(_, n)| *n)
+        ),
         figures
             .subjects
             .map(|n| n.to_string())
@@ -198,7 +206,7 @@ pub(crate) fn summary(figures: &Figures, extra: &Extra) -> String {
     ));
     let dead: Vec<String> = figures
         .dead_letters()
-        .map(|(t, n)| format!("{t}={n}"))
+        .map(|(t, n)| format!("{t}={}", n.map(|n| n.to_string()).unwrap_or("-".into())))
         .collect();
     parts.push(dead.join(" "));
     parts.push(format!(

@@ -55,12 +55,12 @@ impl Figures {
             .unwrap_or(0)
     }
 
-    /// The dead-letter topics and their records.
-    pub(crate) fn dead_letters(&self) -> impl Iterator<Item = (&str, i64)> {
+    /// The dead-letter topics and their records (`None`: unknown).
+    pub(crate) fn dead_letters(&self) -> impl Iterator<Item = (&str, Option<i64>)> {
         self.topics
             .iter()
             .filter(|(name, _)| name.starts_with("dlq."))
-            .map(|(name, n)| (name.as_str(), n.unwrap_or(0)))
+            .map(|(name, n)| (name.as_str(), *n))
     }
 }
 

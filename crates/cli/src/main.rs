@@ -127,8 +127,11 @@ pub(crate) fn usage(message: impl fmt::Display) -> anyhow::Error {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `up` logs to a file in its data folder: the terminal shows its figures.
-    if !matches!(cli.command, Command::Up { .. }) {
-        init_logs();
+    match cli.command {
+        Command::Up { .. } => {}
+        // Its report says when the broker is unreachable; librdkafka's retries would bury it.
+        Command::Status { .. } => init_logs("warn,librdkafka=off,rdkafka=off"),
+        _ => init_logs("warn"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -237,11 +240,11 @@ async fn run(cli: Cli) -> Result<bool> {
     }
 }
 
-/// Logs (librdkafka's and ours) go to stderr, warnings only unless `RUST_LOG` says otherwise, so
-/// that stdout holds just the command's report.
-fn init_logs() {
+/// Logs (librdkafka's and ours) go to stderr, by `default` (warnings) unless `RUST_LOG` says
+/// otherwise, so that stdout holds just the command's report.
+fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -30,6 +30,10 @@ const HISTORY_WEB_EVENTS: usize = 6000;
 const HISTORY_MOBILE_EVENTS: usize = 3000;
 /// Records per POST of the history.
 const HISTORY_CHUNK: usize = 500;
+/// The history is sent a quarter of an hour (the feature view's slide) at a time ...
+const QUARTER_MS: i64 = 15 * 60 * 1000;
+/// ... with this pause between quarters.
+const HISTORY_PAUSE: Duration = Duration::from_secs(2);
 /// Live events per second, web and mobile (each drawn around this).
 const LIVE_WEB_PER_SECOND: usize = 25;
 const LIVE_MOBILE_PER_SECOND: usize = 10;
@@ -171,7 +175,10 @@ fn jitter(n: usize) -> usize {
     rand::rng().random_range(n / 2..=n + n / 2).max(1)
 }
 
-/// The last two hours, in event-time order, in large POSTs.
+/// The last two hours, in event-time order, a quarter of an hour at a time with a pause
+/// between: each quarter then reaches the feature service as its own batches, which close the
+/// windows ending at that quarter together (one archive file per partition and hour of
+/// `features.user_activity`, not one per hour flip of a mixed batch).
 async fn send_history(
     http: &reqwest::Client,
     target: &Target,
@@ -197,29 +204,39 @@ async fn send_history(
             .collect();
         (web, mobile)
     };
-    for chunk in web.chunks(HISTORY_CHUNK) {
-        post(
-            http,
-            target,
-            "raw.web_events",
-            chunk,
-            &counts.web,
-            counts,
-            stop,
-        )
-        .await;
-    }
-    for chunk in mobile.chunks(HISTORY_CHUNK) {
-        post(
-            http,
-            target,
-            "raw.mobile_events",
-            chunk,
-            &counts.mobile,
-            counts,
-            stop,
-        )
-        .await;
+    let quarter = |e: &Value| (e["occurred_at"].as_i64().unwrap_or(start) - start) / QUARTER_MS;
+    let quarters = (end - start) / QUARTER_MS + 1;
+    for q in 0..quarters {
+        let web_q: Vec<Value> = web.iter().filter(|e| quarter(e) == q).cloned().collect();
+        let mobile_q: Vec<Value> = mobile.iter().filter(|e| quarter(e) == q).cloned().collect();
+        for chunk in web_q.chunks(HISTORY_CHUNK) {
+            post(
+                http,
+                target,
+                "raw.web_events",
+                chunk,
+                &counts.web,
+                counts,
+                stop,
+            )
+            .await;
+        }
+        for chunk in mobile_q.chunks(HISTORY_CHUNK) {
+            post(
+                http,
+                target,
+                "raw.mobile_events",
+                chunk,
+                &counts.mobile,
+                counts,
+                stop,
+            )
+            .await;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(HISTORY_PAUSE) => {}
+        }
     }
     Ok(())
 }

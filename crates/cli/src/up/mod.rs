@@ -87,6 +87,8 @@ pub(crate) async fn run(
     )
     .await;
     let clean = stack.stop().await;
+    // The stack file describes a running stack.
+    let _ = std::fs::remove_file(layout.stack_file());
     match result {
         Ok(crashed) => {
             println!(

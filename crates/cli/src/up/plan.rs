@@ -69,7 +69,8 @@ impl Layout {
     pub(crate) fn api_key(&self) -> PathBuf {
         self.data.join("api-key")
     }
-    /// `[kafka]`, `[registry]` and `[lake]` of the running stack, for `tributary status`.
+    /// `[kafka]`, `[registry]` and `[lake]` of the running stack, for `tributary status`
+    /// (removed when the stack stops).
     pub(crate) fn stack_file(&self) -> PathBuf {
         self.data.join(STACK_FILE)
     }
