@@ -309,7 +309,11 @@ fn start_feature(stack: &Stack, dir: &Path) -> Result<Feature> {
         &stack.broker,
         &stack.registry,
         dir,
-        &format!("group_id = \"{}\"\nbatch_wait_ms = 20", unique("feature")),
+        // Checkpoints every 300 ms, so that the kill test's restart restores saved windows.
+        &format!(
+            "group_id = \"{}\"\nbatch_wait_ms = 20\ncheckpoint_ms = 300",
+            unique("feature")
+        ),
         // A killed member leaves the group when its session times out (45 s by default).
         "[kafka.extra]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"",
     )

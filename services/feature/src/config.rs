@@ -17,6 +17,8 @@ group_id = "tributary-feature"
 only = []
 batch_records = 5000
 batch_wait_ms = 100
+checkpoint_ms = 5000
+checkpoint_records = 500000
 listen = "0.0.0.0:8083"
 
 [kafka]
@@ -59,6 +61,11 @@ pub struct FeatureSettings {
     pub batch_records: usize,
     /// Longest wait for a batch to fill, in milliseconds.
     pub batch_wait_ms: u64,
+    /// Longest time between checkpoints (window state and progress written to the changelog;
+    /// input offsets are committed only up to the last checkpoint), in milliseconds.
+    pub checkpoint_ms: u64,
+    /// Most input records handled between checkpoints.
+    pub checkpoint_records: u64,
     /// Address of the online lookup API (`GET /v1/features/{view}/{entity}`).
     pub listen: SocketAddr,
 }

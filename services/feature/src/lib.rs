@@ -6,12 +6,13 @@
 //! of each entity are served at `GET /v1/features/{view}/{entity}`. See `docs/feature.md`.
 
 mod agg;
+mod changelog;
 pub mod config;
 mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::{Path, State};
@@ -151,8 +152,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ConsumerLoopConfig::new(settings.group_id.clone(), topics.clone(), "feature");
     loop_config.max_batch_records = settings.batch_records;
     loop_config.max_batch_wait = Duration::from_millis(settings.batch_wait_ms);
+    let checkpoint_interval = Duration::from_millis(settings.checkpoint_ms);
+    // While no record arrives, checkpoint what the last batches left unsaved.
+    loop_config.tick_interval = Some(checkpoint_interval);
     let mut handler = Features {
         views,
+        checkpoint_interval,
+        checkpoint_records: settings.checkpoint_records,
+        since_checkpoint: 0,
+        last_checkpoint: Instant::now(),
         registry,
         kafka: config.kafka.clone(),
         metrics,
@@ -192,8 +200,7 @@ async fn lookup(
     let found = values
         .read()
         .unwrap_or_else(PoisonError::into_inner)
-        .get(&entity)
-        .cloned();
+        .lookup(&entity);
     match found {
         Some(v) => axum::Json(v).into_response(),
         None => (
@@ -206,6 +213,12 @@ async fn lookup(
 
 struct Features {
     views: Vec<View>,
+    /// Longest time between checkpoints while records arrive.
+    checkpoint_interval: Duration,
+    /// Most records handled between checkpoints.
+    checkpoint_records: u64,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
     registry: RegistryClient,
     kafka: KafkaConfig,
     metrics: Metrics,
@@ -217,6 +230,24 @@ impl std::fmt::Debug for Features {
         f.debug_struct("Features")
             .field("views", &self.views.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl Features {
+    /// Writes every view's unsaved state to its changelog (acknowledged with the batch's
+    /// output, after which [`BatchHandler::commit_positions`] reports the new positions).
+    async fn checkpoint(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
+        for view in &mut self.views {
+            let records = view
+                .checkpoint()
+                .map_err(|e| format!("feature {}: checkpoint: {e:#}", view.name))?;
+            for record in records {
+                out.send(record).await?;
+            }
+        }
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 }
 
@@ -294,17 +325,51 @@ impl BatchHandler for Features {
                         }
                     }
                 }
-                // The changelog last: it records the progress that the outputs above made.
-                for record in outcome.changelog {
-                    out.send(record).await?;
-                }
             }
             self.metrics
                 .open_windows
                 .get_or_create(&label)
                 .set(i64::try_from(view.open_windows()).unwrap_or(i64::MAX));
         }
+        self.since_checkpoint += batch.len() as u64;
+        if self.since_checkpoint >= self.checkpoint_records
+            || self.last_checkpoint.elapsed() >= self.checkpoint_interval
+        {
+            self.checkpoint(out).await?;
+        }
         Ok(())
+    }
+
+    /// Offsets follow the checkpoints: a partition's position is stored only once the
+    /// changelog records covering it (of every view reading it) were acknowledged, which the
+    /// loop ensures by settling the batch's output before asking.
+    fn commit_positions(&self) -> Option<Vec<(String, i32, i64)>> {
+        let mut positions: HashMap<(&str, i32), i64> = HashMap::new();
+        for view in &self.views {
+            for (partition, next) in view.checkpointed() {
+                positions
+                    .entry((view.input_topic.as_str(), partition))
+                    .and_modify(|p| *p = (*p).min(next))
+                    .or_insert(next);
+            }
+        }
+        Some(
+            positions
+                .into_iter()
+                .map(|((topic, partition), next)| (topic.to_string(), partition, next))
+                .collect(),
+        )
+    }
+
+    async fn tick(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
+        if self.views.iter().any(View::unsaved) {
+            self.checkpoint(out).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
+        self.checkpoint(out).await
     }
 
     fn partitions_revoked(&mut self, partitions: &[(String, i32)]) {

@@ -10,13 +10,14 @@
 //! partition never makes another's records late, and the state of a partition moves between
 //! replicas with it. A partition whose input stops emits nothing more until it moves again.
 //!
-//! State: every window changed by a batch, and the partition's next offset and watermark, are
-//! written to the view's compacted changelog topic (same partition as the input), and those
-//! writes are acknowledged before the batch's offsets are stored. A replica given a partition
-//! restores its windows from the changelog and skips input below the restored offset, so a crash
-//! neither loses nor double-counts a record.
+//! State: at each checkpoint (chosen by the service), every entity changed since the last one
+//! (all its open windows in one record, `changelog.rs`) and the partition's next offset and
+//! watermark are written to the view's compacted changelog topic (same partition as the input);
+//! the input offsets are committed only up to the last acknowledged checkpoint. A replica given
+//! a partition restores its windows from the changelog and skips input below the restored
+//! offset, so a crash neither loses nor double-counts a record.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use anyhow::{Context, bail};
@@ -36,6 +37,7 @@ use tributary_core::schema::wire;
 use tributary_sql::{InputTable, Statement};
 
 use crate::agg::{AggState, Scalar};
+use crate::changelog::{self, Key};
 
 /// One aggregation, compiled.
 #[derive(Debug, Clone)]
@@ -55,15 +57,12 @@ pub(crate) struct WindowState {
     pub(crate) emitted: bool,
 }
 
-/// The changelog's record of a partition's progress.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Meta {
+/// The format-1 (JSON) progress record, read on restore.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct LegacyMeta {
     next_offset: i64,
     watermark: i64,
 }
-
-/// Key of the progress record in a changelog partition (no entity starts with NUL).
-const META_KEY: &[u8] = b"\0meta";
 
 type WindowKey = (String, i64);
 
@@ -72,43 +71,65 @@ type WindowKey = (String, i64);
 pub(crate) struct PartitionState {
     next_offset: i64,
     watermark: Option<i64>,
-    windows: HashMap<WindowKey, WindowState>,
+    /// Each entity's windows by start.
+    entities: HashMap<String, BTreeMap<i64, WindowState>>,
     /// (end, entity, start) of every window, to find those to emit and drop.
     by_end: BTreeSet<(i64, String, i64)>,
-    /// Starts of each entity's windows.
-    by_entity: HashMap<String, BTreeSet<i64>>,
-    /// Changed since the last changelog write.
-    dirty: HashSet<WindowKey>,
-    /// Dropped since the last changelog write.
-    removed: HashSet<WindowKey>,
+    /// Entities changed since the last checkpoint.
+    dirty: HashSet<String>,
+    /// Format-1 keys read at restore: tombstoned by the next checkpoint.
+    legacy_keys: HashSet<Vec<u8>>,
     /// Updated after being emitted: to emit again.
     reemit: HashSet<WindowKey>,
     touched: HashSet<String>,
+    /// The next offset as of the last checkpoint (or restore): everything below it is in the
+    /// changelog, acknowledged once the checkpoint's records are.
+    checkpointed: i64,
 }
 
 impl PartitionState {
-    fn insert(&mut self, key: WindowKey, window: WindowState) {
-        self.by_end.insert((window.end, key.0.clone(), key.1));
-        self.by_entity
-            .entry(key.0.clone())
-            .or_default()
-            .insert(key.1);
-        self.windows.insert(key, window);
+    fn window(&self, entity: &str, start: i64) -> Option<&WindowState> {
+        self.entities.get(entity).and_then(|w| w.get(&start))
     }
 
-    fn remove(&mut self, key: &WindowKey) -> Option<WindowState> {
-        let window = self.windows.remove(key)?;
-        self.by_end.remove(&(window.end, key.0.clone(), key.1));
-        if let Some(starts) = self.by_entity.get_mut(&key.0) {
-            starts.remove(&key.1);
-            if starts.is_empty() {
-                self.by_entity.remove(&key.0);
+    fn insert(&mut self, entity: &str, start: i64, window: WindowState) {
+        self.by_end.insert((window.end, entity.to_string(), start));
+        match self.entities.get_mut(entity) {
+            Some(windows) => {
+                windows.insert(start, window);
+            }
+            None => {
+                self.entities
+                    .insert(entity.to_string(), BTreeMap::from([(start, window)]));
             }
         }
-        self.dirty.remove(key);
-        self.reemit.remove(key);
-        self.removed.insert(key.clone());
+        self.mark_dirty(entity);
+    }
+
+    fn remove(&mut self, entity: &str, start: i64) -> Option<WindowState> {
+        let windows = self.entities.get_mut(entity)?;
+        let window = windows.remove(&start)?;
+        if windows.is_empty() {
+            self.entities.remove(entity);
+        }
+        let key = (entity.to_string(), start);
+        self.by_end.remove(&(window.end, key.0.clone(), start));
+        self.reemit.remove(&key);
+        self.mark_dirty(entity);
         Some(window)
+    }
+
+    fn mark_dirty(&mut self, entity: &str) {
+        if !self.dirty.contains(entity) {
+            self.dirty.insert(entity.to_string());
+        }
+    }
+
+    /// Whether the changelog lacks anything of this partition.
+    fn unsaved(&self) -> bool {
+        self.next_offset != self.checkpointed
+            || !self.dirty.is_empty()
+            || !self.legacy_keys.is_empty()
     }
 }
 
@@ -119,14 +140,58 @@ pub(crate) type Rejected = (usize, &'static str, String);
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     pub(crate) outputs: Vec<OutboundRecord>,
-    pub(crate) changelog: Vec<OutboundRecord>,
     pub(crate) rejected: Vec<Rejected>,
     pub(crate) late: Vec<Rejected>,
     pub(crate) emitted: u64,
 }
 
-/// The latest values of an entity, served by the lookup endpoint.
-pub(crate) type Online = Arc<RwLock<HashMap<String, serde_json::Value>>>;
+/// An entity's latest window, kept for the lookup endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct Latest {
+    start: i64,
+    end: i64,
+    emitted: bool,
+    values: Vec<Scalar>,
+}
+
+/// The latest values of each entity of a view, served by the lookup endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct OnlineValues {
+    view: String,
+    names: Vec<String>,
+    latest: HashMap<String, Latest>,
+}
+
+impl OnlineValues {
+    /// The lookup's answer for `entity`, if this replica has values for it.
+    pub(crate) fn lookup(&self, entity: &str) -> Option<serde_json::Value> {
+        let latest = self.latest.get(entity)?;
+        let features: serde_json::Map<String, serde_json::Value> = self
+            .names
+            .iter()
+            .zip(&latest.values)
+            .map(|(name, value)| {
+                let v = match value {
+                    Scalar::Null => serde_json::Value::Null,
+                    Scalar::Number(x) => serde_json::json!(x),
+                    Scalar::Text(t) => serde_json::json!(t),
+                };
+                (name.clone(), v)
+            })
+            .collect();
+        Some(serde_json::json!({
+            "view": self.view,
+            "entity": entity,
+            "window_start": latest.start,
+            "window_end": latest.end,
+            "final": latest.emitted,
+            "features": features,
+        }))
+    }
+}
+
+/// Shared with the lookup endpoint.
+pub(crate) type Online = Arc<RwLock<OnlineValues>>;
 
 /// A running feature view.
 pub(crate) struct View {
@@ -224,6 +289,7 @@ impl View {
             .key_field
             .clone()
             .with_context(|| format!("feature {name}: {} has no key_field", output.name))?;
+        let names = aggs.iter().map(|a| a.name.clone()).collect();
         Ok(Self {
             name: name.clone(),
             input_topic: input.name.clone(),
@@ -243,7 +309,11 @@ impl View {
             output_id: 0,
             key_field,
             partitions: HashMap::new(),
-            online: Arc::default(),
+            online: Arc::new(RwLock::new(OnlineValues {
+                view: name.clone(),
+                names,
+                latest: HashMap::new(),
+            })),
         })
     }
 
@@ -264,7 +334,7 @@ impl View {
 
     /// Windows held over all partitions.
     pub(crate) fn open_windows(&self) -> usize {
-        self.partitions.values().map(|p| p.windows.len()).sum()
+        self.partitions.values().map(|p| p.by_end.len()).sum()
     }
 
     /// Restores a partition's state from the changelog, if not done yet.
@@ -283,7 +353,7 @@ impl View {
         tracing::info!(
             view = %self.name,
             partition,
-            windows = state.windows.len(),
+            windows = state.by_end.len(),
             next_offset = state.next_offset,
             "restored window state"
         );
@@ -291,36 +361,69 @@ impl View {
         Ok(())
     }
 
-    /// A partition's state from its changelog records, in offset order.
+    /// A partition's state from its changelog records, in offset order (either format; see
+    /// `changelog.rs`).
     fn restore(&self, records: &[InboundRecord]) -> anyhow::Result<PartitionState> {
         let mut state = PartitionState::default();
-        let mut windows: HashMap<WindowKey, WindowState> = HashMap::new();
+        let mut entities: HashMap<String, BTreeMap<i64, WindowState>> = HashMap::new();
         for r in records {
             let key = r.key.as_deref().unwrap_or_default();
-            if key == META_KEY {
-                if let Some(payload) = &r.payload {
-                    let meta: Meta =
-                        serde_json::from_slice(payload).context("changelog progress record")?;
-                    state.next_offset = meta.next_offset;
-                    state.watermark = Some(meta.watermark);
+            let payload = r.payload.as_deref();
+            match changelog::parse_key(key).context("changelog key")? {
+                Key::Meta => {
+                    let Some(payload) = payload else { continue };
+                    let (next_offset, watermark) = if changelog::is_json(payload)? {
+                        let meta: LegacyMeta =
+                            serde_json::from_slice(payload).context("changelog progress record")?;
+                        (meta.next_offset, meta.watermark)
+                    } else {
+                        changelog::decode_meta(payload).context("changelog progress record")?
+                    };
+                    state.next_offset = next_offset;
+                    state.watermark = Some(watermark);
                 }
-                continue;
-            }
-            let window_key = parse_key(key).context("changelog key")?;
-            match &r.payload {
-                Some(payload) => {
-                    let window: WindowState =
-                        serde_json::from_slice(payload).context("changelog window record")?;
-                    windows.insert(window_key, window);
-                }
-                None => {
-                    windows.remove(&window_key);
-                }
+                Key::Entity(entity) => match payload {
+                    Some(payload) => {
+                        let windows = changelog::decode_entity(payload)
+                            .with_context(|| format!("changelog record of {entity:?}"))?;
+                        entities.insert(entity.to_string(), windows);
+                    }
+                    None => {
+                        entities.remove(entity);
+                    }
+                },
+                Key::Window(entity, start) => match payload {
+                    Some(payload) => {
+                        let window: WindowState =
+                            serde_json::from_slice(payload).context("changelog window record")?;
+                        entities
+                            .entry(entity.to_string())
+                            .or_default()
+                            .insert(start, window);
+                        state.legacy_keys.insert(key.to_vec());
+                    }
+                    None => {
+                        if let Some(windows) = entities.get_mut(entity) {
+                            windows.remove(&start);
+                        }
+                        state.legacy_keys.remove(key);
+                    }
+                },
             }
         }
-        for (key, window) in windows {
-            state.insert(key, window);
+        for (entity, windows) in entities {
+            for (start, window) in windows {
+                state.insert(&entity, start, window);
+            }
         }
+        // Entities still in format 1: rewritten in format 2 by the next checkpoint.
+        state.dirty.clear();
+        for key in &state.legacy_keys {
+            if let Ok(Key::Window(entity, _)) = changelog::parse_key(key) {
+                state.dirty.insert(entity.to_string());
+            }
+        }
+        state.checkpointed = state.next_offset;
         Ok(state)
     }
 
@@ -423,50 +526,78 @@ impl View {
         Ok(outcome)
     }
 
-    /// Emits what the watermark passed, drops closed windows, writes the changelog and the
-    /// online values.
+    /// Emits what the watermark passed, drops closed windows and updates the online values.
     fn finish_batch(&mut self, partition: i32, outcome: &mut Outcome) -> anyhow::Result<()> {
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(mut state) = self.partitions.remove(&partition) else {
             return Ok(());
         };
+        let result = self.finish_partition(&mut state, outcome);
+        self.partitions.insert(partition, state);
+        result
+    }
+
+    fn finish_partition(
+        &self,
+        state: &mut PartitionState,
+        outcome: &mut Outcome,
+    ) -> anyhow::Result<()> {
         let watermark = state.watermark.unwrap_or(i64::MIN);
         let mut to_emit: Vec<WindowKey> = state
             .by_end
             .range(..=(watermark, String::from('\u{10ffff}'), i64::MAX))
+            .filter(|(_, entity, start)| state.window(entity, *start).is_some_and(|w| !w.emitted))
             .map(|(_, entity, start)| (entity.clone(), *start))
-            .filter(|key| state.windows.get(key).is_some_and(|w| !w.emitted))
             .collect();
         to_emit.extend(state.reemit.drain());
         to_emit.sort();
         to_emit.dedup();
         let mut emitted = Vec::new();
-        for key in to_emit {
-            if let Some(w) = state.windows.get_mut(&key)
-                && w.end <= watermark
-            {
+        for (entity, start) in to_emit {
+            let Some(w) = state
+                .entities
+                .get_mut(&entity)
+                .and_then(|windows| windows.get_mut(&start))
+            else {
+                continue;
+            };
+            if w.end <= watermark {
                 w.emitted = true;
-                state.dirty.insert(key.clone());
-                emitted.push((key.clone(), w.clone()));
+                emitted.push(self.output_record(&entity, start, w)?);
+                state.mark_dirty(&entity);
             }
         }
+        outcome.emitted += emitted.len() as u64;
+        outcome.outputs.extend(emitted);
         // The online values: each touched entity's latest window (before closed ones go).
-        let touched: Vec<String> = state.touched.drain().collect();
-        let mut latest: Vec<(String, WindowKey, WindowState)> = Vec::new();
-        for entity in touched {
-            // The entity's latest window: the one that starts last.
-            let best = state
-                .by_entity
-                .get(&entity)
-                .and_then(|starts| starts.iter().next_back())
-                .and_then(|start| {
-                    let key = (entity.clone(), *start);
-                    state.windows.get(&key).map(|w| (key, w.clone()))
-                });
-            if let Some((k, w)) = best {
-                latest.push((entity, k, w));
+        {
+            let mut online = self.online.write().unwrap_or_else(PoisonError::into_inner);
+            for entity in state.touched.drain() {
+                // The entity's latest window: the one that starts last.
+                let Some((start, w)) = state
+                    .entities
+                    .get(&entity)
+                    .and_then(|windows| windows.iter().next_back())
+                else {
+                    continue;
+                };
+                let values = self
+                    .aggs
+                    .iter()
+                    .zip(&w.aggs)
+                    .map(|(a, s)| s.result(a.quantile))
+                    .collect();
+                online.latest.insert(
+                    entity,
+                    Latest {
+                        start: *start,
+                        end: w.end,
+                        emitted: w.emitted,
+                        values,
+                    },
+                );
             }
         }
-        let closed: Vec<WindowKey> = state
+        let closed: Vec<(i64, String, i64)> = state
             .by_end
             .range(
                 ..=(
@@ -475,65 +606,80 @@ impl View {
                     i64::MAX,
                 ),
             )
-            .map(|(_, entity, start)| (entity.clone(), *start))
+            .cloned()
             .collect();
-        for key in &closed {
-            state.remove(key);
-        }
-        // The changelog: windows changed, windows gone, then the progress record.
-        let topic = self.changelog_topic.clone();
-        for key in state.dirty.drain() {
-            if let Some(w) = state.windows.get(&key) {
-                outcome.changelog.push(OutboundRecord {
-                    topic: topic.clone(),
-                    key: Some(window_key_bytes(&key)),
-                    payload: Some(serde_json::to_vec(w)?),
-                    headers: Vec::new(),
-                    partition: Some(partition),
-                });
-            }
-        }
-        for key in state.removed.drain() {
-            outcome.changelog.push(OutboundRecord {
-                topic: topic.clone(),
-                key: Some(window_key_bytes(&key)),
-                payload: None,
-                headers: Vec::new(),
-                partition: Some(partition),
-            });
-        }
-        let meta = Meta {
-            next_offset: state.next_offset,
-            watermark,
-        };
-        outcome.changelog.push(OutboundRecord {
-            topic,
-            key: Some(META_KEY.to_vec()),
-            payload: Some(serde_json::to_vec(&meta)?),
-            headers: Vec::new(),
-            partition: Some(partition),
-        });
-        for (key, w) in emitted {
-            outcome.outputs.push(self.output_record(&key, &w)?);
-            outcome.emitted += 1;
-        }
-        let mut online = self.online.write().unwrap_or_else(PoisonError::into_inner);
-        for (entity, key, w) in latest {
-            online.insert(entity, self.online_json(&key, &w));
+        for (_, entity, start) in &closed {
+            state.remove(entity, *start);
         }
         Ok(())
     }
 
-    fn output_record(&self, key: &WindowKey, w: &WindowState) -> anyhow::Result<OutboundRecord> {
+    /// Whether any partition has state the changelog lacks.
+    pub(crate) fn unsaved(&self) -> bool {
+        self.partitions.values().any(PartitionState::unsaved)
+    }
+
+    /// The changelog records that save every partition's state: for each, the entities changed
+    /// since the last checkpoint (a tombstone for those with no window left), then the progress
+    /// record. Once they are acknowledged, [`View::checkpointed`] may be committed.
+    pub(crate) fn checkpoint(&mut self) -> anyhow::Result<Vec<OutboundRecord>> {
+        let mut records = Vec::new();
+        for (&partition, state) in &mut self.partitions {
+            if !state.unsaved() {
+                continue;
+            }
+            let record = |key: Vec<u8>, payload: Option<Vec<u8>>| OutboundRecord {
+                topic: self.changelog_topic.clone(),
+                key: Some(key),
+                payload,
+                headers: Vec::new(),
+                partition: Some(partition),
+            };
+            // Format-1 keys first: an entity's format-2 record after them supersedes them.
+            for key in state.legacy_keys.drain() {
+                records.push(record(key, None));
+            }
+            for entity in state.dirty.drain() {
+                let payload = match state.entities.get(&entity) {
+                    Some(windows) => {
+                        let mut value = Vec::with_capacity(64 * windows.len());
+                        changelog::encode_entity(windows, &mut value)?;
+                        Some(value)
+                    }
+                    None => None,
+                };
+                records.push(record(changelog::entity_key(&entity), payload));
+            }
+            let meta =
+                changelog::encode_meta(state.next_offset, state.watermark.unwrap_or(i64::MIN));
+            records.push(record(changelog::META_KEY.to_vec(), Some(meta)));
+            state.checkpointed = state.next_offset;
+        }
+        Ok(records)
+    }
+
+    /// Per partition, the next input offset the last checkpoint covers.
+    pub(crate) fn checkpointed(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.partitions
+            .iter()
+            .map(|(&partition, state)| (partition, state.checkpointed))
+    }
+
+    fn output_record(
+        &self,
+        entity: &str,
+        start: i64,
+        w: &WindowState,
+    ) -> anyhow::Result<OutboundRecord> {
         let Schema::Record(record) = &self.output_schema else {
             bail!("the output schema is not a record");
         };
         let mut fields = Vec::with_capacity(record.fields.len());
         for field in &record.fields {
             let scalar = match field.name.as_str() {
-                "window_start" => Scalar::Number(key.1 as f64),
+                "window_start" => Scalar::Number(start as f64),
                 "window_end" => Scalar::Number(w.end as f64),
-                n if n == self.key_field => Scalar::Text(key.0.clone()),
+                n if n == self.key_field => Scalar::Text(entity.to_string()),
                 n => {
                     let i = self
                         .aggs
@@ -548,33 +694,9 @@ impl View {
         let body = apache_avro::to_avro_datum(&self.output_schema, Avro::Record(fields))?;
         Ok(OutboundRecord::new(
             self.output_topic.clone(),
-            Some(key.0.clone().into_bytes()),
+            Some(entity.as_bytes().to_vec()),
             wire::frame(self.output_id, &body),
         ))
-    }
-
-    fn online_json(&self, key: &WindowKey, w: &WindowState) -> serde_json::Value {
-        let features: serde_json::Map<String, serde_json::Value> = self
-            .aggs
-            .iter()
-            .zip(&w.aggs)
-            .map(|(a, s)| {
-                let v = match s.result(a.quantile) {
-                    Scalar::Null => serde_json::Value::Null,
-                    Scalar::Number(x) => serde_json::json!(x),
-                    Scalar::Text(t) => serde_json::json!(t),
-                };
-                (a.name.clone(), v)
-            })
-            .collect();
-        serde_json::json!({
-            "view": self.name,
-            "entity": key.0,
-            "window_start": key.1,
-            "window_end": w.end,
-            "final": w.emitted,
-            "features": features,
-        })
     }
 
     /// The rows of the SQL's output, with the index (in the batch) of the record of each.
@@ -610,13 +732,19 @@ impl View {
                 }
                 values.push(v);
             }
-            for r in 0..batch.num_rows() {
+            // Moved out column by column, row by row: no copy of any text.
+            let mut columns: Vec<std::vec::IntoIter<Scalar>> =
+                values.into_iter().map(Vec::into_iter).collect();
+            for (entity, time) in entity.into_iter().zip(time) {
                 let index = *next.next().context("more rows than records")?;
                 rows.push(Row {
                     index,
-                    entity: entity[r].clone(),
-                    time: time[r],
-                    values: values.iter().map(|v| v[r].clone()).collect(),
+                    entity,
+                    time,
+                    values: columns
+                        .iter_mut()
+                        .map(|c| c.next().unwrap_or(Scalar::Null))
+                        .collect(),
                 });
             }
         }
@@ -668,35 +796,43 @@ fn apply(
             while start > time - size {
                 let end = start + size;
                 if open(end) {
-                    let key = (entity.to_string(), start);
-                    if !state.windows.contains_key(&key) {
-                        state.insert(key.clone(), new_window(end));
+                    if state.window(entity, start).is_none() {
+                        state.insert(entity, start, new_window(end));
                     }
-                    if let Some(w) = state.windows.get_mut(&key) {
-                        add(w);
-                        if w.emitted {
-                            state.reemit.insert(key.clone());
+                    let emitted = match state
+                        .entities
+                        .get_mut(entity)
+                        .and_then(|windows| windows.get_mut(&start))
+                    {
+                        Some(w) => {
+                            add(w);
+                            w.emitted
                         }
+                        None => false,
+                    };
+                    if emitted {
+                        state.reemit.insert((entity.to_string(), start));
                     }
-                    state.dirty.insert(key);
                     accepted = true;
                 }
                 start -= slide;
             }
+            if accepted {
+                state.mark_dirty(entity);
+            }
         }
         Window::Session(gap) => {
             let starts: Vec<i64> = state
-                .by_entity
+                .entities
                 .get(entity)
-                .map(|s| s.iter().copied().collect())
+                .map(|windows| windows.keys().copied().collect())
                 .unwrap_or_default();
             // Open sessions this record joins: it is less than `gap` from their records.
             let joined: Vec<i64> = starts
                 .into_iter()
                 .filter(|s| {
                     state
-                        .windows
-                        .get(&(entity.to_string(), *s))
+                        .window(entity, *s)
                         .is_some_and(|w| open(w.end) && time < w.end && time > s - gap)
                 })
                 .collect();
@@ -707,8 +843,7 @@ fn apply(
             let mut start = time;
             let mut was_emitted = false;
             for s in &joined {
-                let key = (entity.to_string(), *s);
-                if let Some(w) = state.remove(&key) {
+                if let Some(w) = state.remove(entity, *s) {
                     merged.end = merged.end.max(w.end);
                     for (a, b) in merged.aggs.iter_mut().zip(&w.aggs) {
                         a.merge(b);
@@ -718,29 +853,15 @@ fn apply(
                 }
             }
             add(&mut merged);
-            let key = (entity.to_string(), start);
-            // The session keeps its start: it was not really removed.
-            state.removed.remove(&key);
             merged.emitted = was_emitted && joined.contains(&start);
             if merged.emitted {
-                state.reemit.insert(key.clone());
+                state.reemit.insert((entity.to_string(), start));
             }
-            state.insert(key.clone(), merged);
-            state.dirty.insert(key);
+            state.insert(entity, start, merged);
             accepted = true;
         }
     }
     accepted
-}
-
-fn window_key_bytes(key: &WindowKey) -> Vec<u8> {
-    format!("{}\u{1f}{}", key.0, key.1).into_bytes()
-}
-
-fn parse_key(bytes: &[u8]) -> anyhow::Result<WindowKey> {
-    let text = std::str::from_utf8(bytes)?;
-    let (entity, start) = text.rsplit_once('\u{1f}').context("no separator")?;
-    Ok((entity.to_string(), start.parse()?))
 }
 
 fn text_column(column: &ArrayRef) -> anyhow::Result<Vec<Option<String>>> {
@@ -924,6 +1045,23 @@ aggregation = [
         }
     }
 
+    /// Produced records as read back from the topic.
+    fn inbound(records: &[OutboundRecord]) -> Vec<InboundRecord> {
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| InboundRecord {
+                topic: r.topic.clone(),
+                partition: r.partition.unwrap_or(0),
+                offset: i as i64,
+                key: r.key.clone(),
+                payload: r.payload.clone(),
+                timestamp_ms: None,
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+
     fn emitted(outcome: &Outcome) -> Vec<Vec<(String, Avro)>> {
         let schema = Schema::parse_str(OUT).unwrap();
         outcome
@@ -1044,23 +1182,14 @@ aggregation = [
         );
         assert_eq!(*field(&rows[0], "n"), Avro::Long(2));
         // Restore into a fresh view from the changelog it wrote: same state.
-        let changelog: Vec<InboundRecord> = out
-            .changelog
-            .iter()
-            .enumerate()
-            .map(|(i, r)| InboundRecord {
-                topic: r.topic.clone(),
-                partition: 0,
-                offset: i as i64,
-                key: r.key.clone(),
-                payload: r.payload.clone(),
-                timestamp_ms: None,
-                headers: Vec::new(),
-            })
-            .collect();
+        let changelog = inbound(&v.checkpoint().unwrap());
+        assert!(!v.unsaved());
+        assert!(v.checkpoint().unwrap().is_empty(), "nothing new to save");
         let restored = v.restore(&changelog).unwrap();
-        assert_eq!(restored.windows, v.partitions[&0].windows);
+        assert_eq!(restored.entities, v.partitions[&0].entities);
         assert_eq!(restored.next_offset, 3);
+        assert_eq!(restored.checkpointed, 3);
+        assert!(!restored.unsaved());
         // Offsets already counted are skipped after a restore.
         v.partitions.insert(0, restored);
         let again = v
@@ -1086,6 +1215,114 @@ aggregation = [
             Avro::TimestampMillis(50_000)
         );
         assert_eq!(*field(&rows[0], "n"), Avro::Long(4));
+    }
+
+    #[tokio::test]
+    async fn checkpoints_write_each_changed_entity_once_and_restore_to_the_same_state() {
+        let (_d, mut v) = view(r#"{ type = "hopping", size = "1m", slide = "20s" }"#, "10s").await;
+        let batches = [
+            vec![
+                record(0, "a", 1_000, "view", None),
+                record(1, "a", 2_000, "buy", Some(2.0)),
+                record(2, "b", 3_000, "view", None),
+            ],
+            vec![
+                record(3, "a", 30_000, "view", None),
+                record(4, "c", 90_000, "view", None),
+            ],
+        ];
+        let mut changelog = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            v.process(0, &batch.iter().collect::<Vec<_>>())
+                .await
+                .unwrap();
+            let records = v.checkpoint().unwrap();
+            if i == 0 {
+                // One record per entity (a: 3 windows, b: 3 windows), then the progress record.
+                assert_eq!(records.len(), 3, "{records:?}");
+            }
+            changelog.extend(records);
+        }
+        // The watermark (90 s) is past end + lateness of a's and b's windows up to [20 s, 80 s)
+        // : tombstones for b, whose windows all closed.
+        let b_key = changelog::entity_key("b");
+        assert!(
+            changelog
+                .iter()
+                .any(|r| r.key.as_deref() == Some(b_key.as_slice()) && r.payload.is_none())
+        );
+        let restored = v.restore(&inbound(&changelog)).unwrap();
+        assert_eq!(restored.entities, v.partitions[&0].entities);
+        assert_eq!(restored.by_end, v.partitions[&0].by_end);
+        assert_eq!(restored.next_offset, 5);
+        assert_eq!(restored.watermark, Some(90_000));
+        assert_eq!(v.checkpointed().collect::<Vec<_>>(), vec![(0, 5)]);
+    }
+
+    #[tokio::test]
+    async fn the_json_format_is_restored_and_rewritten_at_the_next_checkpoint() {
+        let (_d, v) = view(r#"{ type = "tumbling", size = "1m" }"#, "0s").await;
+        let window = |n: u64| WindowState {
+            end: 60_000,
+            aggs: vec![
+                AggState::Count(n),
+                AggState::Count(0),
+                AggState::Sum(0.0),
+                AggState::new(AggregateFn::Last),
+            ],
+            emitted: false,
+        };
+        let json = |w: WindowState| Some(serde_json::to_vec(&w).unwrap());
+        let old = |key: &str, payload: Option<Vec<u8>>| OutboundRecord {
+            topic: "c".into(),
+            key: Some(key.as_bytes().to_vec()),
+            payload,
+            headers: Vec::new(),
+            partition: Some(0),
+        };
+        let records = inbound(&[
+            old("a\u{1f}0", json(window(1))),
+            old("gone\u{1f}0", json(window(1))),
+            old("a\u{1f}0", json(window(2))),
+            old("gone\u{1f}0", None),
+            old(
+                "\0meta",
+                Some(br#"{"next_offset": 7, "watermark": 5000}"#.to_vec()),
+            ),
+        ]);
+        let mut state = v.restore(&records).unwrap();
+        assert_eq!(state.next_offset, 7);
+        assert_eq!(state.watermark, Some(5_000));
+        assert_eq!(state.window("a", 0), Some(&window(2)));
+        assert!(state.window("gone", 0).is_none());
+        assert!(state.unsaved(), "the old keys are to be replaced");
+        let mut v = v;
+        v.partitions.insert(0, std::mem::take(&mut state));
+        let migration = v.checkpoint().unwrap();
+        let keys: Vec<&[u8]> = migration.iter().filter_map(|r| r.key.as_deref()).collect();
+        assert_eq!(keys[0], &b"a\x1f0"[..], "old keys tombstoned first");
+        assert!(migration[0].payload.is_none());
+        // Restoring the old records followed by the migration gives the same state.
+        let mut all: Vec<OutboundRecord> = Vec::new();
+        for r in &records {
+            all.push(OutboundRecord {
+                topic: r.topic.clone(),
+                key: r.key.clone(),
+                payload: r.payload.clone(),
+                headers: Vec::new(),
+                partition: Some(0),
+            });
+        }
+        all.extend(migration);
+        let again = v.restore(&inbound(&all)).unwrap();
+        assert_eq!(again.entities, v.partitions[&0].entities);
+        assert!(!again.unsaved());
+        // A version this build does not know is an error, not a silent reset.
+        let mut future = inbound(&all);
+        if let Some(p) = future.last_mut().and_then(|r| r.payload.as_mut()) {
+            p[0] = 3;
+        }
+        assert!(v.restore(&future).is_err());
     }
 }
 
