@@ -19,14 +19,17 @@
 //! or age, so the last file's write is not in the archive's time), applied to the window state
 //! with outputs and changelog acknowledged for the feature service. The figure is the
 //! ratio feature / archive (target >= 1.0); CPU-seconds per million records of each (over the
-//! process's whole life) are printed too.
+//! process's whole life) are printed too, and how many window results and changelog records the
+//! feature service wrote. Each round runs its own copy of the view (`bench_hopping_<round>`), so
+//! that it starts from an empty changelog rather than restoring the previous round's.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tributary_core::bus::{BusMetrics, OutboundRecord, Producer, create_topics};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tributary_core::bus::{BusMetrics, KafkaConfig, OutboundRecord, Producer, create_topics};
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
@@ -92,20 +95,23 @@ fn main() -> Result<()> {
         .block_on(run(records, rounds))
 }
 
-/// The repository's catalog plus the benchmark's view and its output topic.
-fn bench_schemas(dir: &Path) -> Result<()> {
+/// The repository's catalog plus the benchmark's views (one per round, so that each round
+/// starts with an empty changelog topic of its own) and their output topic.
+fn bench_schemas(dir: &Path, rounds: usize) -> Result<()> {
     std::fs::write(dir.join(format!("{OUTPUT}-value.avsc")), OUTPUT_SCHEMA)?;
-    repo_schemas_with(
-        dir,
-        &format!(
-            r#"
+    let mut extra = format!(
+        r#"
 [[topic]]
 name = "{OUTPUT}"
 key_field = "user_id"
 event_time_field = "window_end"
-
+"#
+    );
+    for round in 1..=rounds {
+        extra.push_str(&format!(
+            r#"
 [[feature]]
-name = "bench_hopping"
+name = "{}"
 input = "{INPUT}"
 output = "{OUTPUT}"
 entity = "user_id"
@@ -116,9 +122,30 @@ aggregation = [
   {{ name = "amount", fn = "sum", expr = "CAST(amount AS DOUBLE)" }},
   {{ name = "pages", fn = "distinct_count", expr = "page['url']" }},
 ]
-"#
-        ),
-    )
+"#,
+            view_name(round)
+        ));
+    }
+    repo_schemas_with(dir, &extra)
+}
+
+fn view_name(round: usize) -> String {
+    format!("bench_hopping_{round}")
+}
+
+/// Records in a topic (sum of high-water marks less low-water marks).
+fn records_in(kafka: &KafkaConfig, topic: &str) -> Result<i64> {
+    let consumer: BaseConsumer = kafka.client_config().create()?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut total = 0;
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            total += high - low;
+        }
+    }
+    Ok(total)
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +167,7 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
     println!("bench-feature: {records} records of {INPUT}, {rounds} round(s)");
     print_machine();
     let schemas = tempfile::tempdir()?;
-    bench_schemas(schemas.path())?;
+    bench_schemas(schemas.path(), rounds)?;
     let catalog = Catalog::load(schemas.path())?;
     let broker = Broker::start()?;
     let kafka = broker.kafka();
@@ -202,13 +229,15 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
         .await?;
         println!("round {round}: archive {:.0} records/s", a.rate());
         passes.push(a);
+        let outputs_before = records_in(&kafka, OUTPUT).unwrap_or(0);
         let feature = Feature::start(
             &broker,
             &registry,
             schemas.path(),
             &format!(
-                "group_id = \"{}\"\nonly = [\"bench_hopping\"]",
-                unique("bench-feature")
+                "group_id = \"{}\"\nonly = [\"{}\"]",
+                unique("bench-feature"),
+                view_name(round)
             ),
             "",
         )?;
@@ -219,7 +248,17 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
             "tributary_feature_records_in_total",
         )
         .await?;
-        println!("round {round}: feature {:.0} records/s", f.rate());
+        let changelog = records_in(
+            &kafka,
+            &format!("_tributary.feature.{}.changelog", view_name(round)),
+        )?;
+        let outputs = records_in(&kafka, OUTPUT)? - outputs_before;
+        println!(
+            "round {round}: feature {:.0} records/s; wrote {outputs} window results and {changelog} changelog records ({:.2} and {:.2} per input record)",
+            f.rate(),
+            outputs as f64 / records as f64,
+            changelog as f64 / records as f64
+        );
         passes.push(f);
     }
     let best = |name: &str| {
