@@ -112,8 +112,10 @@ async fn sigterm_finishes_the_batch_and_commits() -> Result<()> {
     reader.subscribe(&[&output])?;
     let mut seen = BTreeSet::new();
 
-    // Stop the service with SIGTERM while it is forwarding.
-    let mut service = start(&broker, &input, &output, &group, 100)?;
+    // Stop the service with SIGTERM while it is forwarding: 100 batches of 200 with a 300 ms
+    // pause after each take 30 s or more, room for a reader that is slow on a loaded machine
+    // (with 100 ms, a CI run once saw the service finish before the reader had 3,000).
+    let mut service = start(&broker, &input, &output, &group, 300)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < 3000 {
         if Instant::now() > deadline {
