@@ -422,3 +422,87 @@ async fn schemas_check_against_the_registry_gates_evolution() -> Result<()> {
     );
     Ok(())
 }
+
+/// The process ids of the children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+}
+
+/// `tributary up` runs every process of its stack under `tributary __watchdog`, with a pipe
+/// from `up` as its stdin: when the pipe closes (`up` ended, even by `kill -9`) the program is
+/// stopped; SIGTERM is passed on and the program's exit code comes back.
+#[test]
+fn the_watchdog_stops_its_program_when_its_parent_goes() -> Result<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    // The parent goes: stdin closes.
+    let mut watchdog = Command::new(tributary()?)
+        .args(["__watchdog", "--", "sleep", "300"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sleeper = loop {
+        if let Some(pid) = children(watchdog.id()).first() {
+            break *pid;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no child started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(alive(sleeper));
+    // Writing to stdin is not a stop: only its end is.
+    watchdog
+        .stdin
+        .as_mut()
+        .context("stdin")?
+        .write_all(b"still here\n")?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(sleeper), "the program runs while the pipe is open");
+    drop(watchdog.stdin.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(sleeper) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the program outlived its watchdog's parent"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = watchdog.wait()?;
+    assert!(!status.success(), "sleep ended by SIGTERM: {status}");
+
+    // SIGTERM to the watchdog reaches the program; a clean exit comes back as 0.
+    let mut watchdog = Command::new(tributary()?)
+        .args([
+            "__watchdog",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-TERM", &watchdog.id().to_string()])
+        .status()?;
+    let status = watchdog.wait()?;
+    assert!(status.success(), "{status}");
+
+    // The program's own exit code comes back.
+    let status = Command::new(tributary()?)
+        .args(["__watchdog", "--", "sh", "-c", "exit 3"])
+        .stdin(Stdio::piped())
+        .status()?;
+    assert_eq!(status.code(), Some(3));
+    Ok(())
+}

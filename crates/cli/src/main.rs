@@ -72,6 +72,14 @@ enum Command {
         #[arg(long)]
         free_ports: bool,
     },
+    /// Runs a program and stops it when told to or when stdin closes (how `up` starts the
+    /// processes of its stack, so they never outlive it).
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// The program and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Prints the figures of a running stack: records per topic, consumer lag per service,
     /// Parquet files in the lake, dead letters, training requests. The stack is the one in
     /// --config, else the one `tributary up` wrote to DIR/tributary.toml, else localhost.
@@ -128,7 +136,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `up` logs to a file in its data folder: the terminal shows its figures.
     match cli.command {
-        Command::Up { .. } => {}
+        Command::Up { .. } | Command::Watchdog { .. } => {}
         // Its report says when the broker is unreachable; librdkafka's retries would bury it.
         Command::Status { .. } => init_logs("warn,librdkafka=off,rdkafka=off"),
         _ => init_logs("warn"),
@@ -140,6 +148,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Watchdog { command } = &cli.command {
+        let code = match runtime.block_on(up::watchdog::run(command)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", report(&e));
+                ExitCode::from(1)
+            }
+        };
+        // The read of stdin blocks a thread until the pipe closes: do not wait for it.
+        runtime.shutdown_background();
+        return code;
+    }
     match runtime.block_on(run(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -225,6 +245,7 @@ async fn run(cli: Cli) -> Result<bool> {
             };
             up::run(options, &catalog, shutdown).await
         }
+        Command::Watchdog { .. } => Err(usage("__watchdog is run by `tributary up`")),
         Command::Status { data, watch } => {
             let stack_file = data.join(up::STACK_FILE);
             let file = match &cli.config {

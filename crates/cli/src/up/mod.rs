@@ -10,6 +10,7 @@ mod demo;
 mod plan;
 mod process;
 mod shop;
+pub(crate) mod watchdog;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! The stack's child processes: each in its own process group (so that Ctrl-C in the terminal
 //! reaches `tributary up` alone, which then stops them in order), its output in a log file.
+//! Each runs under `tributary __watchdog` (see [`super::watchdog`]) holding a pipe from us as
+//! its standard input: when `tributary up` ends in any way, `kill -9` included, the pipe closes
+//! and the watchdog stops the process.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -7,7 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 
 /// How a process ended when it was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,8 @@ pub(crate) struct Process {
     pub(crate) log: PathBuf,
     child: Child,
     exited: Option<ExitStatus>,
+    /// The watchdog's standard input: closing it (dropping this) stops the process.
+    _lifeline: Option<ChildStdin>,
 }
 
 /// What to start.
@@ -53,14 +58,17 @@ impl Process {
             .append(true)
             .open(&spec.log)
             .with_context(|| format!("open {}", spec.log.display()))?;
-        let mut command = Command::new(spec.program);
+        let me = std::env::current_exe().context("locate the tributary executable")?;
+        let mut command = Command::new(me);
         command
+            .arg("__watchdog")
+            .arg("--")
+            .arg(spec.program)
             .args(&spec.args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .process_group(0)
-            .kill_on_drop(true);
+            .process_group(0);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TRIBUTARY__") {
                 command.env_remove(key);
@@ -72,14 +80,16 @@ impl Process {
         if let Some(dir) = spec.cwd {
             command.current_dir(dir);
         }
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("start {} ({})", spec.name, spec.program.display()))?;
+        let lifeline = child.stdin.take();
         Ok(Self {
             name: spec.name.to_string(),
             log: spec.log,
             child,
             exited: None,
+            _lifeline: lifeline,
         })
     }
 
@@ -130,6 +140,16 @@ impl Process {
                 }
             }
             Ok(Err(_)) | Err(_) => {
+                // The whole group: the watchdog and the program it runs.
+                if let Some(pid) = self.child.id() {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pid}")])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .await;
+                }
                 let _ = self.child.kill().await;
                 Stopped::Killed
             }
