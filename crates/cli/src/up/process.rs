@@ -121,14 +121,7 @@ impl Process {
             return Stopped::Exited(status);
         }
         if let Some(pid) = self.child.id() {
-            // std has no kill(2) with a signal, and unsafe code is forbidden here.
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await;
+            super::watchdog::signal_process("-TERM", &pid.to_string()).await;
         }
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(Ok(status)) => {
@@ -142,13 +135,7 @@ impl Process {
             Ok(Err(_)) | Err(_) => {
                 // The whole group: the watchdog and the program it runs.
                 if let Some(pid) = self.child.id() {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{pid}")])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .await;
+                    super::watchdog::signal_process("-KILL", &format!("-{pid}")).await;
                 }
                 let _ = self.child.kill().await;
                 Stopped::Killed

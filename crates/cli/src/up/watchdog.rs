@@ -42,14 +42,7 @@ pub(crate) async fn run(command: &[OsString]) -> Result<ExitCode> {
         () = parent_gone => {}
     }
     if let Some(pid) = child.id() {
-        // std has no kill(2) with a signal, and unsafe code is forbidden here.
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+        signal_process("-TERM", &pid.to_string()).await;
     }
     match tokio::time::timeout(GRACE, child.wait()).await {
         Ok(status) => Ok(code(status.context("wait for the program")?)),
@@ -58,6 +51,18 @@ pub(crate) async fn run(command: &[OsString]) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Sends a signal (`-TERM`, `-KILL`) to a process, or to a process group given as `-<pgid>`,
+/// with the `kill` command: std has no kill(2) with a signal, and unsafe code is forbidden here.
+pub(crate) async fn signal_process(signal: &str, target: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
 }
 
 fn code(status: std::process::ExitStatus) -> ExitCode {

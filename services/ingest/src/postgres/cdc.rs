@@ -422,12 +422,7 @@ impl Stream {
                     let Some(&t) = self.relations.get(&relation) else {
                         continue;
                     };
-                    let (xid, ts_ms) = tx.context("a change outside a transaction")?;
-                    let origin = Origin {
-                        lsn,
-                        txid: Some(xid),
-                        ts_ms,
-                    };
+                    let origin = change_origin(tx, lsn)?;
                     let state = &tables[t].state;
                     let record = match complete(&new, None) {
                         Ok(after) => state.record_or_dead_letter(
@@ -451,12 +446,7 @@ impl Stream {
                     let Some(&t) = self.relations.get(&relation) else {
                         continue;
                     };
-                    let (xid, ts_ms) = tx.context("a change outside a transaction")?;
-                    let origin = Origin {
-                        lsn,
-                        txid: Some(xid),
-                        ts_ms,
-                    };
+                    let origin = change_origin(tx, lsn)?;
                     let state = &tables[t].state;
                     let full_old = match &old {
                         Some(OldTuple::Full(o)) => Some(o),
@@ -485,12 +475,7 @@ impl Stream {
                     let Some(&t) = self.relations.get(&relation) else {
                         continue;
                     };
-                    let (xid, ts_ms) = tx.context("a change outside a transaction")?;
-                    let origin = Origin {
-                        lsn,
-                        txid: Some(xid),
-                        ts_ms,
-                    };
+                    let origin = change_origin(tx, lsn)?;
                     let state = &tables[t].state;
                     let (before, key) = match &old {
                         OldTuple::Full(o) => (Some(texts(o)), texts(o)),
@@ -580,6 +565,16 @@ fn same_columns(have: &[Column], stream: &[RelColumn]) -> bool {
             .iter()
             .zip(stream)
             .all(|(h, s)| h.name == s.name && h.type_oid == s.type_oid && h.typmod == s.typmod)
+}
+
+/// Where a change of the open transaction `tx` (its xid and commit time) at `lsn` came from.
+fn change_origin(tx: Option<(u32, i64)>, lsn: Option<u64>) -> anyhow::Result<Origin> {
+    let (xid, ts_ms) = tx.context("a change outside a transaction")?;
+    Ok(Origin {
+        lsn,
+        txid: Some(xid),
+        ts_ms,
+    })
 }
 
 /// Text values of a tuple (`u`, unchanged TOAST, as NULL).
