@@ -3,6 +3,10 @@
 //! demo feeds and the topics the catalog derives from them, the archive's Parquet files read in
 //! DuckDB, SIGINT stops everything with exit code 0, and a second run on the same folder
 //! continues: offsets go on from where they were, and the archive holds no record twice.
+//!
+//! The machine's PostgreSQL (wal_level = logical, set by the test command) hosts the demo's
+//! shop database: its orders and customers reach `db.shop.*` by change data capture and
+//! `clean.orders` through transform. The database and its slot are dropped at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -14,10 +18,16 @@ use anyhow::{Context, Result, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 use tributary_core::bus::KafkaConfig;
-use tributary_integration_tests::{repo_catalog, tansu_binary, workspace_bin};
+use tributary_integration_tests::{TestDatabase, repo_catalog, tansu_binary, workspace_bin};
 
-/// The topics the demo writes to (HTTP and the landing folder).
-const FED: [&str; 3] = ["raw.web_events", "raw.mobile_events", "files.products"];
+/// The topics the demo writes to (HTTP, the landing folder and the shop database).
+const FED: [&str; 5] = [
+    "raw.web_events",
+    "raw.mobile_events",
+    "files.products",
+    "db.shop.customers",
+    "db.shop.orders",
+];
 /// Longest wait for the stack to start and records to reach every topic (debug builds on a
 /// loaded 2-core machine).
 const FLOW_TIMEOUT: Duration = Duration::from_secs(240);
@@ -273,6 +283,19 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
     // First run: records flow to every topic, the archive writes Parquet.
     let mut up = Up::start(&data, "1")?;
     let consumer: BaseConsumer = KafkaConfig::new(up.bootstrap()?).client_config().create()?;
+    // `up` names the folder's shop database before it starts the broker; dropping this guard
+    // drops the database and its replication slot.
+    let database = std::fs::read_to_string(data.join("demo-database"))
+        .context("up --demo wrote no demo-database file")?;
+    let _shop = TestDatabase {
+        name: database.trim().to_string(),
+    };
+    let out = std::fs::read_to_string(&up.stdout)?;
+    assert!(
+        !out.contains("no shop database"),
+        "the demo ran without its shop database\n{}",
+        up.report()
+    );
     let mut first = BTreeMap::new();
     wait_until(&mut up, "records in every topic", FLOW_TIMEOUT, || {
         first = end_offsets(&consumer, &topics).unwrap_or_default();
@@ -297,7 +320,12 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
     drop(consumer);
 
     // DuckDB reads the lake; every archived record once.
-    for topic in ["raw.web_events", "raw.mobile_events", "clean.web_events"] {
+    for topic in [
+        "raw.web_events",
+        "raw.mobile_events",
+        "clean.web_events",
+        "clean.orders",
+    ] {
         let (rows, distinct, _) = archived(&lake, topic)?;
         assert!(rows > 0, "{topic}: no rows in the lake");
         assert_eq!(rows, distinct, "{topic}: records archived twice");
@@ -332,7 +360,8 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
         FLOW_TIMEOUT,
         || {
             let now = end_offsets(&consumer, &topics)?;
-            Ok(now["raw.web_events"] > first["raw.web_events"] + 100)
+            Ok(now["raw.web_events"] > first["raw.web_events"] + 100
+                && now["db.shop.orders"] > resumed["db.shop.orders"])
         },
     )?;
     // At least one archive file of the second run (they are cut every 30 s), then stop.

@@ -6,9 +6,8 @@
 //! going live, so the feature service's hourly windows (sliding every 15 minutes) close and
 //! emit within a minute instead of a quarter of an hour; later runs continue live.
 //!
-//! A PostgreSQL source (the demo's `shop.customers` and `shop.orders` by change data capture)
-//! is not driven here yet: when the catalog declares one, a task writing to that database
-//! belongs beside [`run_files`].
+//! The shop database (customers and orders, captured by ingest) has its own writer, in
+//! `super::shop_db`; its figures are counted here too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,18 +47,32 @@ pub(crate) struct DemoCounts {
     pub(crate) files: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Rows written to the shop database.
+    pub(crate) shop: super::shop_db::ShopCounts,
 }
 
 impl DemoCounts {
     /// `web=.. mobile=.. files=..` for a summary line.
     pub(crate) fn summary(&self) -> String {
-        format!(
+        let mut out = format!(
             "demo web={} mobile={} files={} rejected={}",
             self.web.load(Ordering::Relaxed),
             self.mobile.load(Ordering::Relaxed),
             self.files.load(Ordering::Relaxed),
             self.rejected.load(Ordering::Relaxed)
-        )
+        );
+        let shop = &self.shop;
+        let (customers, orders, changes) = (
+            shop.customers.load(Ordering::Relaxed),
+            shop.orders.load(Ordering::Relaxed),
+            shop.order_changes.load(Ordering::Relaxed),
+        );
+        if customers + orders + changes > 0 {
+            out.push_str(&format!(
+                " customers={customers} orders={orders} order_changes={changes}"
+            ));
+        }
+        out
     }
 }
 

@@ -10,6 +10,7 @@ mod demo;
 mod plan;
 mod process;
 mod shop;
+mod shop_db;
 pub(crate) mod watchdog;
 
 use std::io::{IsTerminal, Write};
@@ -70,7 +71,22 @@ pub(crate) async fn run(
         .with_context(|| format!("resolve {}", options.schemas.display()))?;
     let api_key = api_key(&layout.api_key())?;
     let ports = Ports::pick(options.free_ports)?;
-    let sources = plan::local_sources(catalog);
+    let mut sources = plan::local_sources(catalog);
+    let shop_db = if options.demo {
+        match shop_db::prepare(catalog, &layout.demo_database()).await? {
+            shop_db::Prepared::Ready(db) => {
+                sources.push(db.source.clone());
+                Some(*db)
+            }
+            shop_db::Prepared::Off(reason) => {
+                println!("demo: no shop database: {reason}");
+                info!(reason, "demo: no shop database");
+                None
+            }
+        }
+    } else {
+        None
+    };
     for service in Service::ALL {
         let file = layout.config().join(format!("{}.toml", service.name()));
         std::fs::write(
@@ -84,7 +100,16 @@ pub(crate) async fn run(
 
     let mut stack = Stack::default();
     let result = run_stack(
-        &mut stack, &options, catalog, &layout, &ports, &tansu, &binaries, &api_key, &shutdown,
+        &mut stack,
+        &options,
+        catalog,
+        &layout,
+        &ports,
+        &tansu,
+        &binaries,
+        &api_key,
+        shop_db.as_ref(),
+        &shutdown,
     )
     .await;
     let clean = stack.stop().await;
@@ -178,6 +203,7 @@ async fn run_stack(
     tansu: &Path,
     binaries: &Path,
     api_key: &str,
+    shop_db: Option<&shop_db::ShopDb>,
     shutdown: &CancellationToken,
 ) -> Result<bool> {
     let started = Instant::now();
@@ -202,6 +228,10 @@ async fn run_stack(
         if service == Service::Ingest {
             // The catalog's file source URL names ${TRIBUTARY_LANDING}.
             env.push(("TRIBUTARY_LANDING", layout.landing().into_os_string()));
+            // The catalog's shop_db source names ${SHOP_DB_NAME} and ${SHOP_DB_SLOT}.
+            for (var, value) in shop_db.map(shop_db::ShopDb::env).unwrap_or_default() {
+                env.push((var, value.into()));
+            }
         }
         Process::spawn(Spec {
             name: service.name(),
@@ -257,7 +287,7 @@ async fn run_stack(
     let counts = Arc::new(demo::DemoCounts::default());
     if options.demo {
         let stop = CancellationToken::new();
-        let tasks = demo::start(
+        let mut tasks = demo::start(
             demo::Target {
                 ingest_url: ports.ingest_url(),
                 api_key: api_key.to_string(),
@@ -268,10 +298,23 @@ async fn run_stack(
             counts.clone(),
             stop.clone(),
         )?;
+        if let Some(db) = shop_db {
+            tasks.push(tokio::spawn(shop_db::run(
+                db.clone(),
+                counts.clone(),
+                stop.clone(),
+            )));
+        }
         stack.demo = Some((stop, tasks));
     }
 
-    let banner = banner(layout, ports, api_key, options.demo, started.elapsed());
+    let banner = banner(
+        layout,
+        ports,
+        api_key,
+        options.demo.then_some(shop_db),
+        started.elapsed(),
+    );
     for line in &banner {
         println!("{line}");
     }
@@ -359,7 +402,7 @@ fn banner(
     layout: &Layout,
     ports: &Ports,
     api_key: &str,
-    demo: bool,
+    demo: Option<Option<&shop_db::ShopDb>>,
     took: Duration,
 ) -> Vec<String> {
     let mut lines = vec![
@@ -384,10 +427,17 @@ fn banner(
             layout.stack_file().display()
         ),
     ];
-    if demo {
+    if let Some(shop_db) = demo {
         lines.push(
             "  demo        web and mobile events every second, a product file every 20 s".into(),
         );
+        if let Some(db) = shop_db {
+            lines.push(format!(
+                "  shop db     database {} on {} (slot {}): orders and customers every second, \
+                 captured into db.shop.*",
+                db.database, db.server, db.slot
+            ));
+        }
     }
     lines.push(String::new());
     lines

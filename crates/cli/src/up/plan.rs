@@ -82,6 +82,10 @@ impl Layout {
     pub(crate) fn demo_marker(&self) -> PathBuf {
         self.data.join("demo-history-sent")
     }
+    /// The name of the demo's shop database on the PostgreSQL server (one per folder).
+    pub(crate) fn demo_database(&self) -> PathBuf {
+        self.data.join("demo-database")
+    }
     /// The lake as a URL.
     pub(crate) fn lake_url(&self) -> Result<String> {
         file_url(&self.lake())
@@ -226,12 +230,9 @@ fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()
 }
 
-/// The catalog's sources the local stack runs: its file sources, which read the landing folder.
-///
-/// PostgreSQL sources need a database the local stack does not start yet; they are left out
-/// here. Running them locally means starting (or pointing at) a PostgreSQL server with the
-/// demo's tables, setting the source's variables in ingest's environment, and adding their names
-/// here.
+/// The catalog's sources the local stack always runs: its file sources, which read the landing
+/// folder. The demo adds the catalog's `shop_db` when a PostgreSQL server can host its database
+/// (`super::shop_db`); other PostgreSQL sources name databases the local stack does not have.
 pub(crate) fn local_sources(catalog: &Catalog) -> Vec<String> {
     catalog
         .sources

@@ -114,9 +114,12 @@ pub struct PostgresDecl {
     pub mode: PostgresMode,
     /// The tables read and the topic of each.
     pub tables: Vec<TableDecl>,
-    /// CDC: the replication slot (created when missing). Default `tributary_<name>`.
+    /// CDC: the replication slot (created when missing). Default `tributary_<name>`. Slot
+    /// names are per server: two pipelines reading one server need two names.
+    /// `${VAR}` / `${VAR:-default}` are expanded.
     pub slot: Option<String>,
     /// CDC: the publication (created when missing, tables added). Default `tributary_<name>`.
+    /// `${VAR}` / `${VAR:-default}` are expanded.
     pub publication: Option<String>,
     /// CDC: how often the slot is read when idle, in milliseconds. Default 200.
     #[serde(default = "default_cdc_poll_ms")]
@@ -139,18 +142,21 @@ pub struct PostgresDecl {
 }
 
 impl PostgresDecl {
-    /// The replication slot's name.
-    pub fn slot_name(&self) -> String {
-        self.slot
-            .clone()
-            .unwrap_or_else(|| format!("tributary_{}", self.name.to_ascii_lowercase()))
+    /// The replication slot's name (variables expanded); the error names an unset variable.
+    pub fn slot_name(&self) -> Result<String, String> {
+        self.name_or_default(self.slot.as_deref())
     }
 
-    /// The publication's name.
-    pub fn publication_name(&self) -> String {
-        self.publication
-            .clone()
-            .unwrap_or_else(|| format!("tributary_{}", self.name.to_ascii_lowercase()))
+    /// The publication's name (variables expanded); the error names an unset variable.
+    pub fn publication_name(&self) -> Result<String, String> {
+        self.name_or_default(self.publication.as_deref())
+    }
+
+    fn name_or_default(&self, given: Option<&str>) -> Result<String, String> {
+        match given {
+            Some(text) => expand_env(text),
+            None => Ok(format!("tributary_{}", self.name.to_ascii_lowercase())),
+        }
     }
 }
 
@@ -197,6 +203,11 @@ fn default_batch_rows() -> u32 {
 /// Expands `${VAR}` and `${VAR:-default}` in `text` from the environment; the error names a
 /// variable that is unset and has no default, or an unterminated `${`.
 pub fn expand_env(text: &str) -> Result<String, String> {
+    expand_with(text, |var| std::env::var(var).ok())
+}
+
+/// [`expand_env`] with the variables' values from `lookup` (an empty value counts as unset).
+pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -210,8 +221,8 @@ pub fn expand_env(text: &str) -> Result<String, String> {
             Some((v, d)) => (v, Some(d)),
             None => (inner, None),
         };
-        match (std::env::var(var), default) {
-            (Ok(value), _) if !value.is_empty() => out.push_str(&value),
+        match (lookup(var), default) {
+            (Some(value), _) if !value.is_empty() => out.push_str(&value),
             (_, Some(d)) => out.push_str(d),
             _ => {
                 return Err(format!(
@@ -389,6 +400,19 @@ mod tests {
                 .unwrap_err()
                 .contains("no tables")
         );
-        assert_eq!(decl("postgresql://h/db").slot_name(), "tributary_db");
+        assert_eq!(
+            decl("postgresql://h/db").slot_name().unwrap(),
+            "tributary_db"
+        );
+        let mut named = decl("postgresql://h/db");
+        named.slot = Some("${TRIBUTARY_TEST_UNSET_SLOT:-s_default}".into());
+        named.publication = Some("${TRIBUTARY_TEST_UNSET_PUB}".into());
+        assert_eq!(named.slot_name().unwrap(), "s_default");
+        assert!(
+            named
+                .publication_name()
+                .unwrap_err()
+                .contains("TRIBUTARY_TEST_UNSET_PUB")
+        );
     }
 }

@@ -98,8 +98,12 @@ pub(super) async fn run(ctx: &SourceContext, shutdown: &CancellationToken) -> an
             snapshot: None,
         });
     }
-    let slot = decl.slot_name();
-    let publication = decl.publication_name();
+    let slot = decl
+        .slot_name()
+        .map_err(|e| anyhow::anyhow!("source {}: slot: {e}", decl.name))?;
+    let publication = decl
+        .publication_name()
+        .map_err(|e| anyhow::anyhow!("source {}: publication: {e}", decl.name))?;
     ensure_publication(&client, &publication, &tables).await?;
     let (created, mut confirmed) = ensure_slot(&client, &slot).await?;
 
