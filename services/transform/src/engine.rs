@@ -27,6 +27,7 @@ use tributary_sql::{InputTable, Statement};
 
 use crate::dedup::Dedup;
 use crate::lookup::LookupTable;
+use crate::nulls;
 use crate::rules::{self, Rule};
 use tributary_core::schema::conform::{Conformer, key_text};
 
@@ -148,12 +149,9 @@ impl Transform {
                     );
                 }
             }
-            let mut fields: Vec<Field> = decoded
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.extend(lookups.iter().map(|(t, _)| t.field()));
+            // As the batches are given to SQL: fields below a nullable record are nullable.
+            let mut fields: Vec<Field> = decoded.fields().iter().map(|f| nulls::relax(f)).collect();
+            fields.extend(lookups.iter().map(|(t, _)| nulls::relax(&t.field())));
             let schema = Arc::new(Schema::new(fields));
 
             let table = InputTable::new(schema.clone())?;
@@ -325,11 +323,19 @@ impl Transform {
         }
         for batch in decoded.batches {
             let rows: Vec<usize> = batch.rows.iter().map(|&i| present[i]).collect();
-            let mut columns = batch.batch.columns().to_vec();
+            let mut columns = Vec::with_capacity(input.schema.fields().len());
+            for (column, field) in batch
+                .batch
+                .columns()
+                .iter()
+                .zip(batch.batch.schema_ref().fields())
+            {
+                columns.push(nulls::push_down(column, field)?);
+            }
             for (table, key) in lookups.iter() {
                 let keys = column_at(&batch.batch, key).context("lookup key column")?;
                 let keys = key_text(&keys).map_err(anyhow::Error::msg)?;
-                columns.push(table.column(&keys)?);
+                columns.push(nulls::push_down(&table.column(&keys)?, &table.field())?);
             }
             let batch = RecordBatch::try_new(input.schema.clone(), columns)
                 .context("the decoded batch does not have the input's schema")?;
@@ -680,6 +686,108 @@ mod tests {
                     apache_avro::types::Value::Enum(1, "big".into())
                 ),
             ])
+        );
+    }
+
+    /// A change record: `after` is null for a delete, `before` for an insert.
+    const CHANGE: &str = r#"{"type":"record","name":"Change","fields":[
+        {"name":"id","type":"long"},
+        {"name":"before","type":["null",{"type":"record","name":"Row","fields":[
+            {"name":"status","type":"string"},{"name":"total","type":"long"}]}],"default":null},
+        {"name":"after","type":["null","Row"],"default":null}]}"#;
+    const STATUS: &str = r#"{"type":"record","name":"Status","fields":[
+        {"name":"id","type":"long"},{"name":"status","type":"string"},{"name":"total","type":"long"}]}"#;
+
+    #[tokio::test]
+    async fn fields_of_a_null_record_are_null_in_rules_and_sql() {
+        use apache_avro::types::Value as V;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.in-value.avsc"), CHANGE).unwrap();
+        std::fs::write(dir.path().join("c.out-value.avsc"), STATUS).unwrap();
+        std::fs::write(
+            dir.path().join("catalog.toml"),
+            "[[topic]]\nname = \"c.in\"\n\n[[topic]]\nname = \"c.out\"\n\n[[transform]]\n\
+             name = \"c\"\ninputs = [\"c.in\"]\noutput = \"c.out\"\nsql = \"\"\"SELECT id, \
+             COALESCE(after['status'], before['status']) AS status, \
+             COALESCE(after['total'], before['total']) AS total FROM input\"\"\"\n\
+             [[transform.rule]]\nname = \"status_word\"\nfield = \"after.status\"\npattern = \"[a-z]+\"\n\
+             [[transform.rule]]\nname = \"total_positive\"\nfield = \"after.total\"\nmin = 1\n",
+        )
+        .unwrap();
+        let catalog = Catalog::load(dir.path()).unwrap();
+        let mut t = Transform::plan(&catalog.transforms[0], &catalog)
+            .await
+            .unwrap();
+        t.inputs
+            .get_mut("c.in")
+            .unwrap()
+            .decoder
+            .register(9, CHANGE)
+            .unwrap();
+        let schema = apache_avro::Schema::parse_str(CHANGE).unwrap();
+        let row = |status: &str, total: i64| {
+            V::Union(
+                1,
+                Box::new(V::Record(vec![
+                    ("status".into(), V::String(status.into())),
+                    ("total".into(), V::Long(total)),
+                ])),
+            )
+        };
+        let null = || V::Union(0, Box::new(V::Null));
+        let change = |offset: i64, id: i64, before: V, after: V| {
+            let value = V::Record(vec![
+                ("id".into(), V::Long(id)),
+                ("before".into(), before),
+                ("after".into(), after),
+            ]);
+            InboundRecord {
+                topic: "c.in".into(),
+                partition: 0,
+                offset,
+                key: None,
+                payload: Some(tributary_core::schema::wire::frame(
+                    9,
+                    &apache_avro::to_avro_datum(&schema, value).unwrap(),
+                )),
+                timestamp_ms: None,
+                headers: Vec::new(),
+            }
+        };
+        let records = [
+            change(0, 1, null(), row("pending", 5)),
+            change(1, 1, row("pending", 5), row("paid", 5)),
+            // A delete: the rules see a null after.status and after.total, which pass.
+            change(2, 1, row("paid", 5), null()),
+            change(3, 2, null(), row("Bad Status", 5)),
+        ];
+        let refs: Vec<&InboundRecord> = records.iter().collect();
+        let registry = RegistryClient::new(&RegistryConfig::new("http://127.0.0.1:9")).unwrap();
+        let outcome = t
+            .process("c.in", &refs, &registry, &CancellationToken::new())
+            .await
+            .unwrap();
+        let rejected: Vec<usize> = outcome.rejected.iter().map(|(i, _, _)| *i).collect();
+        assert_eq!(rejected, vec![3], "{:?}", outcome.rejected);
+        let out_schema = apache_avro::Schema::parse_str(STATUS).unwrap();
+        let statuses: Vec<V> = outcome
+            .outputs
+            .iter()
+            .map(|(_, payload)| {
+                let (_, mut body) = tributary_core::schema::wire::parse(payload).unwrap();
+                apache_avro::from_avro_datum(&out_schema, &mut body, None).unwrap()
+            })
+            .collect();
+        let expected = |status: &str| {
+            V::Record(vec![
+                ("id".into(), V::Long(1)),
+                ("status".into(), V::String(status.into())),
+                ("total".into(), V::Long(5)),
+            ])
+        };
+        assert_eq!(
+            statuses,
+            vec![expected("pending"), expected("paid"), expected("paid")]
         );
     }
 

@@ -9,6 +9,7 @@ mod dedup;
 mod engine;
 mod lookup;
 mod metrics;
+mod nulls;
 mod rules;
 
 use std::sync::Arc;
