@@ -3,6 +3,10 @@
 //! plans are accepted (projections, filters, functions, `CASE`, `UNNEST`): a batch is an
 //! arbitrary cut of a stream, so aggregates, joins, sorts, windows and limits over it would mean
 //! nothing. Row-wise plans keep the input order.
+//!
+//! A field of a null record is null in `input` (see [`nulls`]).
+
+pub mod nulls;
 
 use std::sync::Arc;
 
@@ -31,7 +35,10 @@ pub enum SqlError {
 
 /// The table `input` with a fixed schema, and the statements planned over it.
 pub struct InputTable {
+    /// The schema batches are given in.
     schema: SchemaRef,
+    /// The table's: every field below a nullable record nullable ([`nulls::relax`]).
+    table_schema: SchemaRef,
     ctx: SessionContext,
     slot: PartitionData,
 }
@@ -58,21 +65,34 @@ impl Statement {
 }
 
 impl InputTable {
-    /// An empty table `input` with `schema`.
+    /// An empty table `input` for batches of `schema`.
     pub fn new(schema: SchemaRef) -> Result<Self, SqlError> {
         // One partition: plans run single-threaded and keep the input order.
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-        let table = MemTable::try_new(schema.clone(), vec![vec![]])?;
+        let table_schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| nulls::relax(f))
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ));
+        let table = MemTable::try_new(table_schema.clone(), vec![vec![]])?;
         let slot = table.batches.first().cloned().ok_or_else(|| {
             SqlError::Plan(DataFusionError::Internal(
                 "an in-memory table has one partition".into(),
             ))
         })?;
         ctx.register_table("input", Arc::new(table))?;
-        Ok(Self { schema, ctx, slot })
+        Ok(Self {
+            schema,
+            table_schema,
+            ctx,
+            slot,
+        })
     }
 
-    /// The table's schema.
+    /// The schema of the batches [`Self::run`] takes.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
@@ -99,13 +119,24 @@ impl InputTable {
         Ok(statement)
     }
 
-    /// Runs a statement over `batch` as the table `input`. The batch must have the table's
-    /// schema.
+    /// Runs a statement over `batch` as the table `input`. The batch must have the schema the
+    /// table was made with; the nulls of its records are pushed into their fields.
     pub async fn run(
         &self,
         statement: &Statement,
         batch: RecordBatch,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(batch.schema_ref().fields())
+            .map(|(column, field)| nulls::push_down(column, field))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            self.table_schema.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?;
         *self.slot.write().await = vec![batch];
         let result = match self.ctx.execute_logical_plan(statement.plan.clone()).await {
             Ok(frame) => frame.collect().await,

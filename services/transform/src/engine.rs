@@ -27,7 +27,6 @@ use tributary_sql::{InputTable, Statement};
 
 use crate::dedup::Dedup;
 use crate::lookup::LookupTable;
-use crate::nulls;
 use crate::rules::{self, Rule};
 use tributary_core::schema::conform::{Conformer, key_text};
 
@@ -149,9 +148,12 @@ impl Transform {
                     );
                 }
             }
-            // As the batches are given to SQL: fields below a nullable record are nullable.
-            let mut fields: Vec<Field> = decoded.fields().iter().map(|f| nulls::relax(f)).collect();
-            fields.extend(lookups.iter().map(|(t, _)| nulls::relax(&t.field())));
+            let mut fields: Vec<Field> = decoded
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.extend(lookups.iter().map(|(t, _)| t.field()));
             let schema = Arc::new(Schema::new(fields));
 
             let table = InputTable::new(schema.clone())?;
@@ -323,19 +325,11 @@ impl Transform {
         }
         for batch in decoded.batches {
             let rows: Vec<usize> = batch.rows.iter().map(|&i| present[i]).collect();
-            let mut columns = Vec::with_capacity(input.schema.fields().len());
-            for (column, field) in batch
-                .batch
-                .columns()
-                .iter()
-                .zip(batch.batch.schema_ref().fields())
-            {
-                columns.push(nulls::push_down(column, field)?);
-            }
+            let mut columns = batch.batch.columns().to_vec();
             for (table, key) in lookups.iter() {
                 let keys = column_at(&batch.batch, key).context("lookup key column")?;
                 let keys = key_text(&keys).map_err(anyhow::Error::msg)?;
-                columns.push(nulls::push_down(&table.column(&keys)?, &table.field())?);
+                columns.push(table.column(&keys)?);
             }
             let batch = RecordBatch::try_new(input.schema.clone(), columns)
                 .context("the decoded batch does not have the input's schema")?;

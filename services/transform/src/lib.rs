@@ -9,7 +9,6 @@ mod dedup;
 mod engine;
 mod lookup;
 mod metrics;
-mod nulls;
 mod rules;
 
 use std::sync::Arc;

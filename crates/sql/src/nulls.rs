@@ -3,9 +3,9 @@
 //! Arrow keeps a struct's children with their own validity: where a record is null (the
 //! `after` of a deleted row, a lookup that found nothing), its fields hold placeholder values,
 //! `0` and `""`. DataFusion's field access (`after['status']`, `get_field`) returns the child as
-//! it is (apache/datafusion#25120), so a rule or a transform's SQL would read `""` where the
-//! record is null. The input batches therefore get their struct nulls pushed down into the
-//! fields before any SQL runs, and every field below a nullable struct is declared nullable.
+//! it is (apache/datafusion#25120), so SQL would read `""` where the record is null. The batches
+//! of [`crate::InputTable`] therefore get their struct nulls pushed down into the fields before
+//! any SQL runs, and every field below a nullable struct is declared nullable.
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields};
 
 /// `field` with every field below a nullable struct nullable.
-pub(crate) fn relax(field: &Field) -> Field {
+pub fn relax(field: &Field) -> Field {
     relax_below(field, false)
 }
 
@@ -39,10 +39,7 @@ fn relax_fields(children: &Fields, parent_nullable: bool) -> Fields {
 
 /// `array` (of `field`, before [`relax`]) with the nulls of each struct pushed into its
 /// fields, typed as [`relax`] says.
-pub(crate) fn push_down(
-    array: &ArrayRef,
-    field: &Field,
-) -> Result<ArrayRef, arrow::error::ArrowError> {
+pub fn push_down(array: &ArrayRef, field: &Field) -> Result<ArrayRef, arrow::error::ArrowError> {
     push(array, &relax(field), None)
 }
 
