@@ -18,7 +18,9 @@ use anyhow::{Context, Result, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 use tributary_core::bus::KafkaConfig;
-use tributary_integration_tests::{TestDatabase, repo_catalog, tansu_binary, workspace_bin};
+use tributary_integration_tests::{
+    TestDatabase, postgres_base, repo_catalog, tansu_binary, unique, workspace_bin,
+};
 
 /// The topics the demo writes to (HTTP, the landing folder and the shop database).
 const FED: [&str; 5] = [
@@ -269,6 +271,61 @@ fn wait_until(
     }
 }
 
+/// Runs SQL statements on the machine's PostgreSQL (`database`, or the default one); the first
+/// column of the last statement's rows, as text.
+fn psql(database: Option<&str>, statements: &[String]) -> Result<Vec<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut conn = postgres_base();
+        if let Some(db) = database {
+            conn.push_str(&format!(" dbname={db}"));
+        }
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let mut last = Vec::new();
+        for statement in statements {
+            last = client
+                .simple_query(statement)
+                .await?
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .collect();
+        }
+        Ok(last)
+    })
+}
+
+/// A demo database (with a replication slot) of a data folder of this host that was deleted:
+/// the next `up --demo` removes both.
+fn orphan_demo_database() -> Result<String> {
+    let name = unique("tributary_demo").replace('-', "_");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    let gone = std::env::temp_dir().join(unique("deleted-folder"));
+    psql(
+        None,
+        &[
+            format!("CREATE DATABASE \"{name}\""),
+            format!(
+                "COMMENT ON DATABASE \"{name}\" IS 'tributary up --demo {}:{}'",
+                host.trim(),
+                gone.display()
+            ),
+        ],
+    )?;
+    psql(
+        Some(&name),
+        &[format!(
+            "SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"
+        )],
+    )?;
+    Ok(name)
+}
+
 #[test]
 fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
     let folder = tempfile::tempdir()?;
@@ -279,6 +336,11 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
         topics.contains("clean.web_events") && topics.contains("features.user_activity"),
         "{topics:?}"
     );
+
+    let orphan = orphan_demo_database()?;
+    let _orphan = TestDatabase {
+        name: orphan.clone(),
+    };
 
     // First run: records flow to every topic, the archive writes Parquet.
     let mut up = Up::start(&data, "1")?;
@@ -296,6 +358,20 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
         "the demo ran without its shop database\n{}",
         up.report()
     );
+    // The deleted folder's database and slot are gone; this folder's are there.
+    assert!(
+        out.contains(&format!("removed {orphan}")),
+        "{}",
+        up.report()
+    );
+    let left = psql(
+        None,
+        &[format!(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name = '{orphan}' \
+             UNION ALL SELECT datname FROM pg_database WHERE datname = '{orphan}'"
+        )],
+    )?;
+    assert!(left.is_empty(), "{left:?}");
     let mut first = BTreeMap::new();
     wait_until(&mut up, "records in every topic", FLOW_TIMEOUT, || {
         first = end_offsets(&consumer, &topics).unwrap_or_default();

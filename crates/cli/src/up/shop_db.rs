@@ -7,6 +7,9 @@
 //! Each data folder has its own database and replication slot (`tributary_demo_<id>`, kept in
 //! the folder's `demo-database` file), so two stacks on one server never share a slot and a
 //! later run on the folder continues from its slot. `SHOP_DB_NAME` names another database.
+//! Such a database's comment names its host and folder: when the folder is gone, the next
+//! `up --demo` on that host drops the database and its slot (a slot nobody reads keeps WAL on
+//! the server for ever).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +32,9 @@ const SLOT_VAR: &str = "SHOP_DB_SLOT";
 const SHOP_SQL: &str = include_str!("../../../../deploy/postgres/shop.sql");
 /// How long to wait for the server before going on without it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The prefix of the databases `up --demo` names, and of their comments.
+const OURS: &str = "tributary_demo_";
+const NOTE: &str = "tributary up --demo ";
 /// Customers created with the database; then about one signs up every 5 s.
 const FIRST_CUSTOMERS: i64 = 150;
 
@@ -76,7 +82,7 @@ fn database_name(file: &Path) -> Result<String> {
     {
         return Ok(text.trim().to_string());
     }
-    let name = format!("tributary_demo_{:08x}", rand::rng().random::<u32>());
+    let name = format!("{OURS}{:08x}", rand::rng().random::<u32>());
     std::fs::write(file, format!("{name}\n"))
         .with_context(|| format!("write {}", file.display()))?;
     Ok(name)
@@ -154,6 +160,13 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
     if let Some(reason) = check_server(&client, &slot).await? {
         return Ok(Prepared::Off(format!("PostgreSQL at {server}: {reason}")));
     }
+    for (name, folder) in remove_orphans(&client, &database).await? {
+        println!("demo: removed {name}, the shop database of the deleted data folder {folder}");
+        info!(
+            database = name,
+            folder, "demo: orphan shop database removed"
+        );
+    }
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
         .await
@@ -166,6 +179,13 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
             .await
             .with_context(|| format!("create the demo database {database} on {server}"))?;
         info!(database, server, "demo: shop database created");
+    }
+    if database.starts_with(OURS) {
+        let note = owner_note(file).replace('\'', "''");
+        client
+            .batch_execute(&format!("COMMENT ON DATABASE \"{database}\" IS '{note}'"))
+            .await
+            .context("note the demo database's folder")?;
     }
     let shop = connect(&config)
         .await
@@ -180,6 +200,75 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
         server,
         config,
     })))
+}
+
+/// `tributary up --demo <host>:<folder>`: the comment of a database made for the data folder
+/// holding `file`.
+fn owner_note(file: &Path) -> String {
+    let folder = file.parent().unwrap_or(file);
+    format!("{NOTE}{}:{}", host_name(), folder.display())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The data folder of a database made by `up --demo` on this host whose folder no longer names
+/// it; `None` for any other database.
+fn orphan_folder(database: &str, comment: &str, host: &str) -> Option<String> {
+    let (note_host, folder) = comment.strip_prefix(NOTE)?.split_once(':')?;
+    if !database.starts_with(OURS) || note_host != host || host.is_empty() {
+        return None;
+    }
+    let named = std::fs::read_to_string(Path::new(folder).join("demo-database"))
+        .is_ok_and(|text| text.trim() == database);
+    (!named).then(|| folder.to_string())
+}
+
+/// Drops the demo databases (and their slots) of deleted data folders of this host, except
+/// `keep` and any whose slot is being read. Returns (database, folder) of each dropped.
+async fn remove_orphans(
+    client: &tokio_postgres::Client,
+    keep: &str,
+) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT d.datname::text, COALESCE(shobj_description(d.oid, 'pg_database'), ''), \
+                    EXISTS (SELECT 1 FROM pg_replication_slots s \
+                            WHERE s.database = d.datname AND s.active) \
+             FROM pg_database d WHERE starts_with(d.datname, $1)",
+            &[&OURS],
+        )
+        .await
+        .context("list the demo databases")?;
+    let host = host_name();
+    let mut removed = Vec::new();
+    for row in rows {
+        let (name, comment, active): (String, String, bool) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let Some(folder) = orphan_folder(&name, &comment, &host) else {
+            continue;
+        };
+        if name == keep || active || !is_identifier(&name) {
+            continue;
+        }
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE database = $1 AND NOT active",
+                &[&name],
+            )
+            .await
+            .with_context(|| format!("drop the slot of {name}"))?;
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await
+            .with_context(|| format!("drop {name}"))?;
+        removed.push((name, folder));
+    }
+    Ok(removed)
 }
 
 /// The connection of the catalog's source, with the demo's database and slot.
@@ -494,6 +583,32 @@ mod tests {
         assert!(!is_identifier("shop\"; drop"));
         assert!(!is_identifier("1shop"));
         assert!(is_identifier("shop_2"));
+    }
+
+    #[test]
+    fn only_databases_of_deleted_folders_of_this_host_are_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("demo-database");
+        std::fs::write(&file, "tributary_demo_00000001\n").unwrap();
+        let note = owner_note(&file);
+        let host = host_name();
+        assert!(note.starts_with(NOTE) && note.contains(&host), "{note}");
+        // The folder names the database: not an orphan.
+        assert_eq!(orphan_folder("tributary_demo_00000001", &note, &host), None);
+        // The folder names another (it was deleted and made again): an orphan.
+        assert_eq!(
+            orphan_folder("tributary_demo_00000002", &note, &host).as_deref(),
+            dir.path().to_str()
+        );
+        // Another host's, someone else's database, or no note: never.
+        assert_eq!(
+            orphan_folder("tributary_demo_00000002", &note, "elsewhere"),
+            None
+        );
+        assert_eq!(orphan_folder("shop", &note, &host), None);
+        assert_eq!(orphan_folder("tributary_demo_00000002", "", &host), None);
+        drop(dir);
+        assert!(orphan_folder("tributary_demo_00000001", &note, &host).is_some());
     }
 
     #[test]
