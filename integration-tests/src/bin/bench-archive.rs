@@ -1,7 +1,7 @@
 //! Benchmark of the archive service (prints figures; not a timed test).
 //!
 //! ```text
-//! cargo build --release -p tributary-archive -p tributary-registry -p tributary-integration-tests --bin bench-archive
+//! cargo build --release --bins -p tributary-archive -p tributary-registry -p tributary-integration-tests
 //! target/release/bench-archive [--records N] [--stage-records M] [--compression zstd,none] [--no-python] [--stages-only]
 //! ```
 //!

@@ -1,7 +1,7 @@
 //! Benchmark of the feature service (prints figures; not a timed test).
 //!
 //! ```text
-//! cargo build --release -p tributary-feature -p tributary-archive -p tributary-registry -p tributary-integration-tests --bin bench-feature
+//! cargo build --release --bins -p tributary-feature -p tributary-archive -p tributary-registry -p tributary-integration-tests
 //! target/release/bench-feature [--records N] [--rounds R]
 //! ```
 //!

@@ -1,7 +1,7 @@
 //! Benchmark of the transform service (prints figures; not a timed test).
 //!
 //! ```text
-//! cargo build --release -p tributary-transform -p tributary-registry -p tributary-integration-tests --bin bench-transform
+//! cargo build --release --bins -p tributary-transform -p tributary-registry -p tributary-integration-tests
 //! target/release/bench-transform [--records N] [--batch-records B] [--rounds R] [--no-clean]
 //! ```
 //!
