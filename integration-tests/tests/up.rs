@@ -406,6 +406,19 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
         assert!(rows > 0, "{topic}: no rows in the lake");
         assert_eq!(rows, distinct, "{topic}: records archived twice");
     }
+    // Web visitors are the shop's customers: transform's lookup finds their country.
+    let glob = lake.join("clean.web_events/**/*.parquet");
+    let enriched = duckdb(&[format!(
+        "SELECT count(country) FROM read_parquet('{}', hive_partitioning = true, union_by_name = true)",
+        glob.display()
+    )])?;
+    let enriched = enriched
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|row| row.first())
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    assert!(enriched > 0, "no clean.web_events record has a country");
     let (_, _, first_max) = archived(&lake, "raw.web_events")?;
     let files_first = parquet_files(&lake);
 

@@ -108,7 +108,8 @@ impl Shop {
         }
         let visitors = (1..=400)
             .map(|n| Visitor {
-                user_id: format!("u-{n:05}"),
+                // The shop database's customer number, so clean.web_events finds the customer.
+                user_id: n.to_string(),
                 session: None,
                 page: None,
                 agent: USER_AGENTS[seeded.random_range(0..USER_AGENTS.len())],
@@ -119,7 +120,7 @@ impl Shop {
                 id: format!("d-{:08x}", seeded.random::<u32>()),
                 user_id: seeded
                     .random_bool(0.7)
-                    .then(|| format!("u-{:05}", 1 + (n * 7) % 400)),
+                    .then(|| (1 + (n * 7) % 400).to_string()),
                 platform: if seeded.random_bool(0.55) {
                     "ios"
                 } else {
