@@ -506,3 +506,99 @@ fn the_watchdog_stops_its_program_when_its_parent_goes() -> Result<()> {
     assert_eq!(status.code(), Some(3));
     Ok(())
 }
+
+#[tokio::test]
+async fn dlq_shows_the_latest_dead_letters_with_their_records() -> Result<()> {
+    use tributary_core::bus::{BusMetrics, DeadLetter, Producer, dead_letter_record};
+    let stack = Stack::start()?;
+    stack.run(&["topics", "apply"]).await?.assert_code(0);
+    let empty = stack.run(&["dlq"]).await?;
+    empty.assert_code(0);
+    assert!(
+        empty.stdout.contains("no dead letters in dlq.ingest"),
+        "{empty:#?}"
+    );
+
+    // A clean.orders record refused by transform (Avro, the registry's schema), and three rows
+    // of a file refused by ingest (text).
+    let registry = stack.registry_client()?;
+    let orders = registry
+        .subject_version("db.shop.orders-value", Version::Latest)
+        .await?;
+    let schema = apache_avro::Schema::parse_str(&orders.schema)?;
+    let change: serde_json::Value = serde_json::json!({
+        "id": 17, "op": "d", "ts_ms": 1_764_400_000_000_i64,
+        "before": {"order_id": 17, "customer_id": 3, "status": "cancelled", "total": "12.50",
+                   "currency": "EUR", "ordered_at": 1_764_400_000_000_000_i64},
+        "after": null,
+        "source": {"connector": "shop_db", "db": "shop", "schema": "shop", "table": "orders",
+                   "lsn": 1, "txid": 2, "ts_ms": 1_764_400_000_000_i64},
+    });
+    let body = tributary_core::schema::json::json_to_avro_datum(&change, &schema)?;
+    let producer = Producer::new(&stack.broker.kafka(), BusMetrics::default())?;
+    let letter = |stage, source, offset, class, message| DeadLetter {
+        stage,
+        source_topic: source,
+        partition: 1,
+        offset,
+        error_class: class,
+        message,
+    };
+    producer
+        .send(&dead_letter_record(
+            &letter(
+                "transform",
+                "db.shop.orders",
+                41,
+                "validation",
+                "rule currency_code failed",
+            ),
+            Some(b"17".to_vec()),
+            tributary_core::schema::wire::frame(orders.id, &body),
+        ))
+        .await?;
+    for line in 1..=3 {
+        producer
+            .send(&dead_letter_record(
+                &letter(
+                    "ingest",
+                    "products/p.csv",
+                    line,
+                    "invalid",
+                    "price: not a number",
+                ),
+                None,
+                format!("P-{line},SKU-{line},call us").into_bytes(),
+            ))
+            .await?;
+    }
+
+    let all = stack.run(&["dlq", "--last", "2"]).await?;
+    all.assert_code(0);
+    assert!(
+        !all.stdout.contains("P-1,") && all.stdout.contains("P-3,SKU-3,call us"),
+        "the last two only\n{all:#?}"
+    );
+    let transform = stack.run(&["dlq", "transform", "--json"]).await?;
+    transform.assert_code(0);
+    let lines = transform.lines();
+    assert_eq!(lines.len(), 1, "{transform:#?}");
+    let shown: serde_json::Value = serde_json::from_str(lines[0])?;
+    assert_eq!(shown["stage"], "transform");
+    assert_eq!(shown["source_topic"], "db.shop.orders");
+    assert_eq!(shown["source_offset"], 41);
+    assert_eq!(shown["error_message"], "rule currency_code failed");
+    assert_eq!(shown["record"]["before"]["status"], "cancelled");
+    assert_eq!(shown["record"]["op"], "d");
+    assert_eq!(shown["record"]["before"]["total"], "12.50");
+    assert!(shown["record"]["after"].is_null(), "{shown}");
+    let text = stack.run(&["dlq", "transform"]).await?;
+    assert!(
+        text.stdout
+            .contains("transform  validation  from db.shop.orders[1]@41")
+            && text.stdout.contains("\"status\":\"cancelled\""),
+        "{text:#?}"
+    );
+    stack.run(&["dlq", "nope"]).await?.assert_code(2);
+    Ok(())
+}

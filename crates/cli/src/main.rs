@@ -9,6 +9,7 @@ mod apply;
 mod check;
 mod config;
 mod display;
+mod dlq;
 mod figures;
 mod status;
 mod subjects;
@@ -91,6 +92,24 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Shows the latest dead letters (`dlq.<stage>`): when, which stage, the error class and
+    /// message, the record's source topic, partition and offset, and the record itself,
+    /// decoded through the registry. The stack is found as for `status`.
+    Dlq {
+        /// Only these stages (ingest, transform, feature, archive, train-trigger); all by
+        /// default.
+        #[arg(value_name = "STAGE")]
+        stages: Vec<String>,
+        /// How many, the latest over the stages shown.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// The data folder of a `tributary up` stack.
+        #[arg(long, value_name = "DIR", default_value = ".tributary")]
+        data: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,7 +157,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Up { .. } | Command::Watchdog { .. } => {}
         // Its report says when the broker is unreachable; librdkafka's retries would bury it.
-        Command::Status { .. } => init_logs("warn,librdkafka=off,rdkafka=off"),
+        Command::Status { .. } | Command::Dlq { .. } => {
+            init_logs("warn,librdkafka=off,rdkafka=off")
+        }
         _ => init_logs("warn"),
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -247,18 +268,37 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Watchdog { .. } => Err(usage("__watchdog is run by `tributary up`")),
         Command::Status { data, watch } => {
-            let stack_file = data.join(up::STACK_FILE);
-            let file = match &cli.config {
-                Some(file) => Some(file.clone()),
-                None => stack_file.is_file().then_some(stack_file),
-            };
-            let config = CliConfig::load(file.as_deref())
-                .map_err(|e| usage(format!("configuration: {e}")))?;
+            let config = stack_config(cli.config.as_deref(), &data)?;
             let shutdown = tributary_core::shutdown::on_signals()
                 .map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
             status::run(&catalog, &config, &data, watch, shutdown, &mut stdout).await
         }
+        Command::Dlq {
+            stages,
+            last,
+            json,
+            data,
+        } => {
+            let config = stack_config(cli.config.as_deref(), &data)?;
+            dlq::run(
+                &dlq::DlqOptions { stages, last, json },
+                &config,
+                &mut stdout,
+            )
+            .await
+        }
     }
+}
+
+/// The configuration of `--config`, else of the stack `tributary up` runs on `data`, else the
+/// defaults (localhost).
+fn stack_config(config: Option<&std::path::Path>, data: &std::path::Path) -> Result<CliConfig> {
+    let stack_file = data.join(up::STACK_FILE);
+    let file = match config {
+        Some(file) => Some(file.to_path_buf()),
+        None => stack_file.is_file().then_some(stack_file),
+    };
+    CliConfig::load(file.as_deref()).map_err(|e| usage(format!("configuration: {e}")))
 }
 
 /// Logs (librdkafka's and ours) go to stderr, by `default` (warnings) unless `RUST_LOG` says

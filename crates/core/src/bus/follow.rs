@@ -129,6 +129,17 @@ pub async fn read_partition(
     topic: &str,
     partition: i32,
 ) -> Result<Vec<InboundRecord>, BusError> {
+    read_partition_tail(kafka, topic, partition, None).await
+}
+
+/// [`read_partition`], or with `last` only the partition's last `last` records (fewer when it
+/// holds fewer).
+pub async fn read_partition_tail(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    last: Option<i64>,
+) -> Result<Vec<InboundRecord>, BusError> {
     let consumer: rdkafka::consumer::BaseConsumer = kafka
         .client_config()
         .set("group.id", format!("{}-restore", kafka.client_id))
@@ -145,8 +156,12 @@ pub async fn read_partition(
         if high <= low {
             return Ok(out);
         }
+        let start = match last {
+            Some(n) => Offset::Offset(low.max(high - n.max(1))),
+            None => Offset::Beginning,
+        };
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, partition, Offset::Beginning)
+        tpl.add_partition_offset(&topic, partition, start)
             .map_err(BusError::Client)?;
         consumer.assign(&tpl).map_err(BusError::Client)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(300);

@@ -14,7 +14,7 @@ pub use consumer::{
     BatchHandler, ConsumerLoopConfig, HandlerError, InboundRecord, LoopStats, Output, run_consumer,
 };
 pub use dlq::{DLQ_HEADERS, DeadLetter, dead_letter_record, dlq_topic};
-pub use follow::{TopicFollower, read_partition};
+pub use follow::{TopicFollower, read_partition, read_partition_tail};
 pub use metrics::BusMetrics;
 pub use producer::{Delivered, OutboundRecord, Producer};
 pub use settings::KafkaConfig;
