@@ -138,7 +138,10 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
         )));
     }
     let slot = slot_name(&database);
-    let config = connect_config(decl, &database, &slot)?;
+    let config = match connect_config(decl, &database, &slot) {
+        Ok(config) => config,
+        Err(e) => return Ok(Prepared::Off(format!("{e:#}"))),
+    };
     let server = config
         .get_hosts()
         .first()
@@ -157,10 +160,44 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
         Ok(client) => client,
         Err(e) => return Ok(Prepared::Off(format!("no PostgreSQL at {server} ({e:#})"))),
     };
-    if let Some(reason) = check_server(&client, &slot).await? {
-        return Ok(Prepared::Off(format!("PostgreSQL at {server}: {reason}")));
+    // Whatever the server refuses (a setting, a permission) leaves the demo without it.
+    match set_up(&client, &config, &database, &slot, file).await {
+        Ok(None) => {}
+        Ok(Some(reason)) => return Ok(Prepared::Off(format!("PostgreSQL at {server}: {reason}"))),
+        Err(e) => return Ok(Prepared::Off(format!("PostgreSQL at {server}: {e:#}"))),
     }
-    for (name, folder) in remove_orphans(&client, &database).await? {
+    Ok(Prepared::Ready(Box::new(ShopDb {
+        source: decl.name.clone(),
+        database,
+        slot,
+        server,
+        config,
+    })))
+}
+
+/// Checks the server, removes orphans, creates the database and its tables; `Some(why)` when
+/// the server cannot run change data capture.
+async fn set_up(
+    client: &tokio_postgres::Client,
+    config: &tokio_postgres::Config,
+    database: &str,
+    slot: &str,
+    file: &Path,
+) -> Result<Option<String>> {
+    if let Some(reason) = check_server(client, slot).await? {
+        return Ok(Some(reason));
+    }
+    let orphans = match remove_orphans(client, database).await {
+        Ok(orphans) => orphans,
+        Err(e) => {
+            warn!(
+                error = format!("{e:#}"),
+                "demo: orphan shop databases not removed"
+            );
+            Vec::new()
+        }
+    };
+    for (name, folder) in orphans {
         println!("demo: removed {name}, the shop database of the deleted data folder {folder}");
         info!(
             database = name,
@@ -168,7 +205,10 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
         );
     }
     let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&database.to_string()],
+        )
         .await
         .context("look for the demo database")?
         .is_some();
@@ -177,8 +217,8 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
         client
             .batch_execute(&format!("CREATE DATABASE \"{database}\""))
             .await
-            .with_context(|| format!("create the demo database {database} on {server}"))?;
-        info!(database, server, "demo: shop database created");
+            .with_context(|| format!("create the demo database {database}"))?;
+        info!(database, "demo: shop database created");
     }
     if database.starts_with(OURS) {
         let note = owner_note(file).replace('\'', "''");
@@ -187,19 +227,13 @@ pub(crate) async fn prepare(catalog: &Catalog, file: &Path) -> Result<Prepared> 
             .await
             .context("note the demo database's folder")?;
     }
-    let shop = connect(&config)
+    let shop = connect(config)
         .await
         .with_context(|| format!("connect to the demo database {database}"))?;
     shop.batch_execute(SHOP_SQL)
         .await
         .with_context(|| format!("create the shop tables in {database}"))?;
-    Ok(Prepared::Ready(Box::new(ShopDb {
-        source: decl.name.clone(),
-        database,
-        slot,
-        server,
-        config,
-    })))
+    Ok(None)
 }
 
 /// `tributary up --demo <host>:<folder>`: the comment of a database made for the data folder
