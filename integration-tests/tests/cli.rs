@@ -498,11 +498,15 @@ fn the_watchdog_stops_its_program_when_its_parent_goes() -> Result<()> {
     let status = watchdog.wait()?;
     assert!(status.success(), "{status}");
 
-    // The program's own exit code comes back.
-    let status = Command::new(tributary()?)
-        .args(["__watchdog", "--", "sh", "-c", "exit 3"])
+    // The program's own exit code comes back. The pipe stays open meanwhile (`status()` and
+    // `wait()` close a piped stdin first, which would stop the program: a race with its exit).
+    let mut watchdog = Command::new(tributary()?)
+        .args(["__watchdog", "--", "sh", "-c", "sleep 0.3; exit 3"])
         .stdin(Stdio::piped())
-        .status()?;
+        .spawn()?;
+    let lifeline = watchdog.stdin.take();
+    let status = watchdog.wait()?;
+    drop(lifeline);
     assert_eq!(status.code(), Some(3));
     Ok(())
 }
