@@ -751,7 +751,17 @@ async fn duckdb_reads_a_hundred_thousand_records_across_a_schema_change() -> Res
     let archived_at = started.elapsed();
     assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
     watch.poll_dir(lake.path())?;
-    watch.assert_exactly_once(&produced)?;
+    // On a failure, the archive's log of all four runs says what each did around the offsets.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        watch.assert_exactly_once(&produced)
+    }));
+    match checked {
+        Ok(result) => result?,
+        Err(panic) => {
+            eprintln!("archive log:\n{}", archive.log());
+            std::panic::resume_unwind(panic);
+        }
+    }
     for (partition, committed, end) in committed_and_end(&bench.broker, ARCHIVE_GROUP, TOPIC)? {
         assert_eq!(
             committed, end,
@@ -943,7 +953,17 @@ async fn crashes_while_writing_neither_lose_nor_duplicate_nor_overwrite() -> Res
     }
     assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
     watch.poll_dir(lake.path())?;
-    watch.assert_exactly_once(&produced)?;
+    // On a failure, the archive's log of all four runs says what each did around the offsets.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        watch.assert_exactly_once(&produced)
+    }));
+    match checked {
+        Ok(result) => result?,
+        Err(panic) => {
+            eprintln!("archive log:\n{}", archive.log());
+            std::panic::resume_unwind(panic);
+        }
+    }
     for (partition, committed, end) in committed_and_end(&bench.broker, ARCHIVE_GROUP, TOPIC)? {
         assert_eq!(
             committed, end,
@@ -1058,7 +1078,17 @@ async fn poison_records_go_to_the_dead_letter_topic() -> Result<()> {
     .await?;
     assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
     watch.poll_dir(lake.path())?;
-    watch.assert_exactly_once(&produced)?;
+    // On a failure, the archive's log of all four runs says what each did around the offsets.
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        watch.assert_exactly_once(&produced)
+    }));
+    match checked {
+        Ok(result) => result?,
+        Err(panic) => {
+            eprintln!("archive log:\n{}", archive.log());
+            std::panic::resume_unwind(panic);
+        }
+    }
     Ok(())
 }
 
