@@ -751,17 +751,7 @@ async fn duckdb_reads_a_hundred_thousand_records_across_a_schema_change() -> Res
     let archived_at = started.elapsed();
     assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
     watch.poll_dir(lake.path())?;
-    // On a failure, the archive's log of all four runs says what each did around the offsets.
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        watch.assert_exactly_once(&produced)
-    }));
-    match checked {
-        Ok(result) => result?,
-        Err(panic) => {
-            eprintln!("archive log:\n{}", archive.log());
-            std::panic::resume_unwind(panic);
-        }
-    }
+    exactly_once(&watch, &produced, &archive)?;
     for (partition, committed, end) in committed_and_end(&bench.broker, ARCHIVE_GROUP, TOPIC)? {
         assert_eq!(
             committed, end,
@@ -886,6 +876,21 @@ async fn duckdb_reads_a_hundred_thousand_records_across_a_schema_change() -> Res
     Ok(())
 }
 
+/// [`LakeWatch::assert_exactly_once`]; on a failure the archive's log (every run of it) is
+/// printed too, so it shows the offsets each run started from and the files it wrote.
+fn exactly_once(watch: &LakeWatch, produced: &[(i32, i64)], archive: &Archive) -> Result<()> {
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        watch.assert_exactly_once(produced)
+    }));
+    match checked {
+        Ok(result) => result,
+        Err(panic) => {
+            eprintln!("archive log:\n{}", archive.log());
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
 /// SIGKILL three times while files are being written: every record ends up in the lake exactly
 /// once, and no object is ever overwritten with different content.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -953,17 +958,7 @@ async fn crashes_while_writing_neither_lose_nor_duplicate_nor_overwrite() -> Res
     }
     assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
     watch.poll_dir(lake.path())?;
-    // On a failure, the archive's log of all four runs says what each did around the offsets.
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        watch.assert_exactly_once(&produced)
-    }));
-    match checked {
-        Ok(result) => result?,
-        Err(panic) => {
-            eprintln!("archive log:\n{}", archive.log());
-            std::panic::resume_unwind(panic);
-        }
-    }
+    exactly_once(&watch, &produced, &archive)?;
     for (partition, committed, end) in committed_and_end(&bench.broker, ARCHIVE_GROUP, TOPIC)? {
         assert_eq!(
             committed, end,
@@ -1078,17 +1073,7 @@ async fn poison_records_go_to_the_dead_letter_topic() -> Result<()> {
     .await?;
     assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
     watch.poll_dir(lake.path())?;
-    // On a failure, the archive's log of all four runs says what each did around the offsets.
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        watch.assert_exactly_once(&produced)
-    }));
-    match checked {
-        Ok(result) => result?,
-        Err(panic) => {
-            eprintln!("archive log:\n{}", archive.log());
-            std::panic::resume_unwind(panic);
-        }
-    }
+    exactly_once(&watch, &produced, &archive)?;
     Ok(())
 }
 

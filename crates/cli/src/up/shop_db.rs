@@ -322,15 +322,10 @@ fn connect_config(
         .parse()
         .with_context(|| format!("source {}: the url is not a PostgreSQL URL", decl.name))?;
     if let Some(password) = decl
-        .password_env
-        .as_ref()
-        .and_then(|v| std::env::var(v).ok())
+        .password()
+        .map_err(|e| anyhow::anyhow!("source {}: {e}", decl.name))?
     {
         config.password(password);
-    } else if let Some(path) = &decl.password_file {
-        let password = std::fs::read_to_string(path)
-            .with_context(|| format!("source {}: read the password file {path}", decl.name))?;
-        config.password(password.trim_end_matches(['\n', '\r']));
     }
     config.application_name("tributary-up-demo");
     config.connect_timeout(CONNECT_TIMEOUT);

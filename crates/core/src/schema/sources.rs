@@ -152,6 +152,25 @@ impl PostgresDecl {
         self.name_or_default(self.publication.as_deref())
     }
 
+    /// The password: `password_env`'s value when that variable is set, else the first line of
+    /// `password_file`, else none (trust or peer authentication; the server says when it wants
+    /// one). The error names the file that could not be read, never a password.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if let Some(password) = self
+            .password_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+        {
+            return Ok(Some(password));
+        }
+        match &self.password_file {
+            Some(file) => std::fs::read_to_string(file)
+                .map(|p| Some(p.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("read the password file {file}: {e}")),
+            None => Ok(None),
+        }
+    }
+
     fn name_or_default(&self, given: Option<&str>) -> Result<String, String> {
         match given {
             Some(text) => expand_env(text),
@@ -403,6 +422,20 @@ mod tests {
         assert_eq!(
             decl("postgresql://h/db").slot_name().unwrap(),
             "tributary_db"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut with_file = decl("postgresql://h/db");
+        assert_eq!(with_file.password().unwrap(), None);
+        with_file.password_file = Some(file.display().to_string());
+        assert_eq!(with_file.password().unwrap().as_deref(), Some("s3cret"));
+        with_file.password_file = Some("/nonexistent/pw".into());
+        assert!(
+            with_file
+                .password()
+                .unwrap_err()
+                .contains("/nonexistent/pw")
         );
         let mut named = decl("postgresql://h/db");
         named.slot = Some("${TRIBUTARY_TEST_UNSET_SLOT:-s_default}".into());

@@ -106,18 +106,11 @@ async fn connect(decl: &PostgresDecl) -> anyhow::Result<tokio_postgres::Client> 
     let url = expand_env(&decl.url).map_err(|e| anyhow::anyhow!("source {}: {e}", decl.name))?;
     let mut config = tokio_postgres::Config::from_str(&url)
         .with_context(|| format!("source {}: the url is not a PostgreSQL URL", decl.name))?;
-    // An unset password variable sends none (trust or peer authentication); the server says
-    // when it wants one.
     if let Some(password) = decl
-        .password_env
-        .as_ref()
-        .and_then(|v| std::env::var(v).ok())
+        .password()
+        .map_err(|e| anyhow::anyhow!("source {}: {e}", decl.name))?
     {
         config.password(password);
-    } else if let Some(file) = &decl.password_file {
-        let password = std::fs::read_to_string(file)
-            .with_context(|| format!("source {}: read the password file {file}", decl.name))?;
-        config.password(password.trim_end_matches(['\n', '\r']));
     }
     config.application_name("tributary-ingest");
     let (client, connection) = config
