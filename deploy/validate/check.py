@@ -148,6 +148,14 @@ def check_compose(path: str, schema_path: str) -> None:
     services: dict = model.get("services", {})
     infra = {"kafka", "minio", "minio-init", "postgres"}
 
+    # One Apache Kafka version: the one the tests and `tributary up --broker kafka` run.
+    pom = Path("deploy/local/kafka/pom.xml").read_text()
+    pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+    image = (services.get("kafka") or {}).get("image", "")
+    check(bool(pinned) and image == f"apache/kafka:{pinned.group(1) if pinned else '?'}",
+          "kafka: the image is apache/kafka at deploy/local/kafka/pom.xml's version",
+          f"{image} vs {pinned.group(1) if pinned else 'no <kafka.version> in the pom'}")
+
     # Profiles: compose refuses a model whose enabled services depend on disabled ones.
     for active in (set(), {"infra"}, {"all"}):
         on = enabled(services, active)

@@ -45,3 +45,52 @@ async fn each_test_gets_a_fresh_database_that_is_dropped() -> Result<()> {
     assert_eq!(left, 0, "database {name} was dropped");
     Ok(())
 }
+
+/// The harness, `deploy/local/install-kafka.sh` (which reads the pom) and docker-compose.yml run
+/// one Apache Kafka version.
+#[test]
+fn one_kafka_version_is_pinned_everywhere() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pom = std::fs::read_to_string(root.join("deploy/local/kafka/pom.xml"))?;
+    let pinned = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .unwrap_or_default();
+    assert_eq!(pinned, tributary_integration_tests::KAFKA_VERSION);
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml"))?;
+    assert!(
+        compose.contains(&format!("image: apache/kafka:{pinned}")),
+        "docker-compose.yml runs apache/kafka:{pinned}"
+    );
+    Ok(())
+}
+
+/// The broker `TRIBUTARY_TEST_BROKER` names starts, keeps what it acknowledged across a SIGKILL
+/// and a restart on the same data, and says which it is.
+#[tokio::test]
+async fn the_test_broker_keeps_its_records_across_a_kill() -> Result<()> {
+    use tributary_core::bus::{BusMetrics, OutboundRecord, Producer, TopicSpec, create_topics};
+    use tributary_integration_tests::{Broker, BrokerKind, read_all, unique};
+
+    let mut broker = Broker::start()?;
+    assert_eq!(broker.kind(), BrokerKind::from_env()?);
+    let topic = unique("t-harness");
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: 2,
+        config: Vec::new(),
+    };
+    create_topics(&broker.kafka(), &[spec]).await?;
+    let producer = Producer::new(&broker.kafka(), BusMetrics::default())?;
+    let records: Vec<OutboundRecord> = (0..100)
+        .map(|i| OutboundRecord::new(&topic, Some(format!("k{i}").into_bytes()), vec![i as u8]))
+        .collect();
+    producer.send_all(&records).await?;
+    drop(producer);
+
+    broker.restart()?;
+    let read = read_all(&broker, &topic, 100, std::time::Duration::from_secs(30))?;
+    assert_eq!(read.len(), 100, "records after a kill and a restart");
+    Ok(())
+}
