@@ -1,4 +1,5 @@
-//! `tributary up --demo`: the built command runs the whole pipeline (Tansu, the registry, the
+//! `tributary up --demo`: the built command runs the whole pipeline (the broker
+//! `TRIBUTARY_TEST_BROKER` names, Apache Kafka or Tansu, passed as `--broker`; the registry; the
 //! five services) on a temporary data folder with free ports. Records reach every topic the
 //! demo feeds and the topics the catalog derives from them, the archive's Parquet files read in
 //! DuckDB, SIGINT stops everything with exit code 0, and a second run on the same folder
@@ -19,7 +20,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 use tributary_core::bus::KafkaConfig;
 use tributary_integration_tests::{
-    TestDatabase, postgres_base, repo_catalog, tansu_binary, unique, workspace_bin,
+    BrokerKind, TestDatabase, kafka_launcher, postgres_base, repo_catalog, tansu_binary, unique,
+    workspace_bin,
 };
 
 /// The topics the demo writes to (HTTP, the landing folder and the shop database).
@@ -45,7 +47,11 @@ struct Up {
 }
 
 impl Up {
-    fn start(data: &Path, run: &str) -> Result<Self> {
+    fn start(broker: BrokerKind, data: &Path, run: &str) -> Result<Self> {
+        let broker_bin = match broker {
+            BrokerKind::Kafka => kafka_launcher(),
+            BrokerKind::Tansu => tansu_binary(),
+        };
         let stdout = data.with_extension(format!("{run}.out"));
         let stderr = data.with_extension(format!("{run}.err"));
         let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
@@ -54,8 +60,8 @@ impl Up {
             .arg(&schemas)
             .args(["up", "--demo", "--free-ports", "--data"])
             .arg(data)
-            .arg("--broker-bin")
-            .arg(tansu_binary())
+            .args(["--broker", broker.name(), "--broker-bin"])
+            .arg(broker_bin)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout)?)
             .stderr(File::create(&stderr)?)
@@ -328,6 +334,7 @@ fn orphan_demo_database() -> Result<String> {
 
 #[test]
 fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
+    let broker = BrokerKind::from_env()?;
     let folder = tempfile::tempdir()?;
     let data = folder.path().join("data");
     let lake = data.join("lake");
@@ -343,7 +350,7 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
     };
 
     // First run: records flow to every topic, the archive writes Parquet.
-    let mut up = Up::start(&data, "1")?;
+    let mut up = Up::start(broker, &data, "1")?;
     let consumer: BaseConsumer = KafkaConfig::new(up.bootstrap()?).client_config().create()?;
     // `up` names the folder's shop database before it starts the broker; dropping this guard
     // drops the database and its replication slot.
@@ -395,6 +402,36 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
     assert!(out.contains("stopped cleanly"), "{}", up.report());
     drop(consumer);
 
+    // The folder remembers its broker: `up` with the other one is refused (exit code 2) before
+    // it starts anything (so any executable stands for the other broker's program).
+    let recorded = std::fs::read_to_string(data.join("broker-kind"))?;
+    assert_eq!(recorded.trim(), broker.name());
+    let other = match broker {
+        BrokerKind::Kafka => "tansu",
+        BrokerKind::Tansu => "kafka",
+    };
+    let refused = Command::new(workspace_bin("tributary")?)
+        .arg("--schemas")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas"))
+        .args([
+            "up",
+            "--free-ports",
+            "--broker",
+            other,
+            "--broker-bin",
+            "/bin/true",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()?;
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{message}");
+    assert!(
+        message.contains(&format!("--broker {}", broker.name())),
+        "{message}"
+    );
+
     // DuckDB reads the lake; every archived record once.
     for topic in [
         "raw.web_events",
@@ -423,7 +460,7 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
     let files_first = parquet_files(&lake);
 
     // Second run on the same folder: the broker's data is there and grows; the archive resumes.
-    let mut up = Up::start(&data, "2")?;
+    let mut up = Up::start(broker, &data, "2")?;
     let consumer: BaseConsumer = KafkaConfig::new(up.bootstrap()?).client_config().create()?;
     wait_until(
         &mut up,

@@ -54,22 +54,30 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCommand,
     },
-    /// Runs the whole pipeline on this machine: the broker (Tansu, SQLite storage), the
-    /// registry and the five services, until Ctrl-C. A later run on the same data folder
-    /// continues where this one stopped.
+    /// Runs the whole pipeline on this machine: the broker (Tansu with SQLite storage, or
+    /// Apache Kafka), the registry and the five services, until Ctrl-C. A later run on the same
+    /// data folder continues where this one stopped.
     Up {
         /// Folder for the broker's data, the lake, the landing folder, configuration and logs.
         #[arg(long, value_name = "DIR", default_value = ".tributary")]
         data: PathBuf,
-        /// The Tansu binary (default: `tansu` on PATH, else ~/.cache/tributary/tansu-0.6.0/bin/tansu).
-        #[arg(long, value_name = "FILE", env = "TANSU_BIN")]
+        /// The broker: Tansu (SQLite storage, no JVM) or Apache Kafka (one KRaft node; install
+        /// it with `bash deploy/local/install-kafka.sh`). A data folder keeps the broker it was
+        /// first run with.
+        #[arg(long, value_enum, default_value_t = up::BrokerKind::Tansu)]
+        broker: up::BrokerKind,
+        /// The broker's program: Tansu's binary (default: env TANSU_BIN, else `tansu` on PATH,
+        /// else ~/.cache/tributary/tansu-0.6.0/bin/tansu), or Kafka's launcher (default: env
+        /// KAFKA_LAUNCHER, else ~/.cache/tributary/kafka-4.1.1/bin/kafka-local).
+        #[arg(long, value_name = "FILE")]
         broker_bin: Option<PathBuf>,
         /// Also send demo traffic: web and mobile events to ingest, product files to the
         /// landing folder.
         #[arg(long)]
         demo: bool,
-        /// Pick free ports instead of the defaults (broker 9092, registry 8081, ingest 8080,
-        /// feature 8083, admin 9090-9096); a default port that is taken is replaced anyway.
+        /// Pick free ports instead of the defaults (broker 9092, Kafka's controller 9097,
+        /// registry 8081, ingest 8080, feature 8083, admin 9090-9096); a default port that is
+        /// taken is replaced anyway.
         #[arg(long)]
         free_ports: bool,
     },
@@ -250,6 +258,7 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         Command::Up {
             data,
+            broker,
             broker_bin,
             demo,
             free_ports,
@@ -259,6 +268,7 @@ async fn run(cli: Cli) -> Result<bool> {
                 .map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
             let options = up::UpOptions {
                 data,
+                broker,
                 broker_bin,
                 demo,
                 free_ports,

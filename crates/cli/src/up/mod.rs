@@ -1,9 +1,10 @@
-//! `tributary up`: the whole pipeline on one machine, no Docker. The broker (Tansu, SQLite
-//! storage in the data folder), the registry and the five services run as child processes of
-//! this command, each with a configuration file written for it and its own log; topics and
-//! schemas come from the catalog as `tributary topics apply` makes them; the lake and the file
-//! sources' landing folder are folders of the data folder. Ctrl-C stops the services first, the
-//! registry next and the broker last; a later run on the same folder continues from there.
+//! `tributary up`: the whole pipeline on one machine, no Docker. The broker (Tansu with SQLite
+//! storage by default, or Apache Kafka with `--broker kafka`; its data in the data folder), the
+//! registry and the five services run as child processes of this command, each with a
+//! configuration file written for it and its own log; topics and schemas come from the catalog
+//! as `tributary topics apply` makes them; the lake and the file sources' landing folder are
+//! folders of the data folder. Ctrl-C stops the services first, the registry next and the
+//! broker last; a later run on the same folder continues from there.
 
 mod broker;
 mod demo;
@@ -12,6 +13,8 @@ mod process;
 mod shop;
 mod shop_db;
 pub(crate) mod watchdog;
+
+pub(crate) use broker::BrokerKind;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +47,9 @@ const BROKER_GRACE: Duration = Duration::from_secs(20);
 pub(crate) struct UpOptions {
     /// The data folder.
     pub(crate) data: PathBuf,
-    /// The Tansu binary, when given.
+    /// Which broker to run.
+    pub(crate) broker: BrokerKind,
+    /// The broker's program (Tansu's binary, Kafka's launcher), when given.
     pub(crate) broker_bin: Option<PathBuf>,
     /// Whether to run the demo traffic.
     pub(crate) demo: bool,
@@ -63,14 +68,15 @@ pub(crate) async fn run(
     let layout = Layout::create(&options.data)?;
     init_logs(&layout)?;
     let _lock = PidFile::take(&layout.pid_file())?;
-    let tansu = broker::find_tansu(options.broker_bin.as_deref())?;
+    let broker_program = broker::find(options.broker, options.broker_bin.as_deref())?;
+    broker::claim(&layout, options.broker)?;
     let binaries = service_binaries()?;
     let schemas = options
         .schemas
         .canonicalize()
         .with_context(|| format!("resolve {}", options.schemas.display()))?;
     let api_key = api_key(&layout.api_key())?;
-    let ports = Ports::pick(options.free_ports)?;
+    let ports = Ports::pick(options.free_ports, options.broker == BrokerKind::Kafka)?;
     let mut sources = plan::local_sources(catalog);
     let shop_db = if options.demo {
         match shop_db::prepare(catalog, &layout.demo_database()).await? {
@@ -105,7 +111,7 @@ pub(crate) async fn run(
         catalog,
         &layout,
         &ports,
-        &tansu,
+        &broker_program,
         &binaries,
         &api_key,
         shop_db.as_ref(),
@@ -200,7 +206,7 @@ async fn run_stack(
     catalog: &Catalog,
     layout: &Layout,
     ports: &Ports,
-    tansu: &Path,
+    broker_program: &Path,
     binaries: &Path,
     api_key: &str,
     shop_db: Option<&shop_db::ShopDb>,
@@ -213,12 +219,17 @@ async fn run_stack(
         layout.data.display(),
         logs.display()
     );
-    println!("starting the broker (Tansu, {})", tansu.display());
+    println!(
+        "starting the broker ({}, {})",
+        options.broker.label(),
+        broker_program.display()
+    );
     stack.broker = Some(
         broker::start(
-            tansu,
-            &layout.broker(),
-            ports.broker,
+            options.broker,
+            broker_program,
+            layout,
+            ports,
             logs.join("broker.log"),
         )
         .await?,
@@ -245,6 +256,7 @@ async fn run_stack(
             cwd: Some(&layout.data),
             env,
             log: logs.join(format!("{}.log", service.name())),
+            sigterm_exit_is_clean: false,
         })
     };
     if shutdown.is_cancelled() {
@@ -309,6 +321,7 @@ async fn run_stack(
     }
 
     let banner = banner(
+        options.broker,
         layout,
         ports,
         api_key,
@@ -399,6 +412,7 @@ async fn run_stack(
 
 /// The lines printed once everything runs.
 fn banner(
+    broker: BrokerKind,
     layout: &Layout,
     ports: &Ports,
     api_key: &str,
@@ -407,7 +421,7 @@ fn banner(
 ) -> Vec<String> {
     let mut lines = vec![
         format!("the stack is up (in {:.0} s):", took.as_secs_f64()),
-        format!("  broker      {}", ports.bootstrap()),
+        format!("  broker      {} ({})", ports.bootstrap(), broker.label()),
         format!("  registry    {}", ports.registry_url()),
         format!(
             "  ingest      {}/v1/topics/<topic>/records   X-API-Key: {api_key}",

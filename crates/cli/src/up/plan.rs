@@ -24,8 +24,8 @@ impl Layout {
             .canonicalize()
             .with_context(|| format!("resolve the data folder {}", data.display()))?;
         let layout = Self { data };
+        // The broker's folder is made when it starts (only the chosen broker's).
         for dir in [
-            layout.broker(),
             layout.logs(),
             layout.config(),
             layout.lake(),
@@ -37,9 +37,17 @@ impl Layout {
         Ok(layout)
     }
 
-    /// The broker's working folder (its SQLite database `tansu.db`).
-    pub(crate) fn broker(&self) -> PathBuf {
+    /// Tansu's working folder (its SQLite database `tansu.db`).
+    pub(crate) fn tansu(&self) -> PathBuf {
         self.data.join("broker")
+    }
+    /// Apache Kafka's folder (`server.properties`, the data in `data/`).
+    pub(crate) fn kafka(&self) -> PathBuf {
+        self.data.join("kafka")
+    }
+    /// Which broker the folder belongs to (`tansu` or `kafka`), written at its first start.
+    pub(crate) fn broker_kind_file(&self) -> PathBuf {
+        self.data.join("broker-kind")
     }
     /// One log file per process.
     pub(crate) fn logs(&self) -> PathBuf {
@@ -156,6 +164,8 @@ impl Service {
 #[derive(Debug, Clone)]
 pub(crate) struct Ports {
     pub(crate) broker: u16,
+    /// Apache Kafka's controller listener (Tansu has none).
+    pub(crate) controller: Option<u16>,
     pub(crate) registry: u16,
     pub(crate) ingest: u16,
     pub(crate) feature: u16,
@@ -165,8 +175,9 @@ pub(crate) struct Ports {
 
 impl Ports {
     /// The default ports, each replaced by a free one when taken (or always, with
-    /// `free_only`). The ports are held while choosing, so no two are the same.
-    pub(crate) fn pick(free_only: bool) -> Result<Self> {
+    /// `free_only`); a controller port too when `controller` (Apache Kafka). The ports are held
+    /// while choosing, so no two are the same.
+    pub(crate) fn pick(free_only: bool, controller: bool) -> Result<Self> {
         let mut held = Vec::new();
         let mut take = |default: u16| -> Result<u16> {
             if !free_only && let Ok(listener) = TcpListener::bind(("127.0.0.1", default)) {
@@ -179,6 +190,7 @@ impl Ports {
             Ok(port)
         };
         let broker = take(9092)?;
+        let controller = if controller { Some(take(9097)?) } else { None };
         let registry = take(8081)?;
         let ingest = take(8080)?;
         let feature = take(8083)?;
@@ -188,6 +200,7 @@ impl Ports {
         }
         Ok(Self {
             broker,
+            controller,
             registry,
             ingest,
             feature,
@@ -331,8 +344,9 @@ mod tests {
 
     #[test]
     fn ports_are_distinct() {
-        let ports = Ports::pick(true).unwrap();
+        let ports = Ports::pick(true, true).unwrap();
         let mut all = vec![ports.broker, ports.registry, ports.ingest, ports.feature];
+        all.extend(ports.controller);
         all.extend(Service::ALL.iter().map(|s| ports.admin(*s)));
         let n = all.len();
         all.sort_unstable();
@@ -352,7 +366,8 @@ mod tests {
     fn configs_parse_and_name_the_stack() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::create(&dir.path().join("da\"ta")).unwrap();
-        let ports = Ports::pick(true).unwrap();
+        let ports = Ports::pick(true, false).unwrap();
+        assert_eq!(ports.controller, None);
         let schemas = Path::new("/s");
         let archive =
             parse(&service_config(Service::Archive, &layout, &ports, schemas, &[]).unwrap());

@@ -34,6 +34,8 @@ pub(crate) struct Process {
     pub(crate) log: PathBuf,
     child: Child,
     exited: Option<ExitStatus>,
+    /// Whether exit code 143 after SIGTERM counts as a clean stop.
+    sigterm_exit_is_clean: bool,
     /// The watchdog's standard input: closing it (dropping this) stops the process.
     _lifeline: Option<ChildStdin>,
 }
@@ -47,6 +49,9 @@ pub(crate) struct Spec<'a> {
     pub(crate) cwd: Option<&'a Path>,
     pub(crate) env: Vec<(&'a str, OsString)>,
     pub(crate) log: PathBuf,
+    /// Exit code 143 (128 + SIGTERM) after our SIGTERM is a clean stop: a JVM's exit code
+    /// once its shutdown hooks ran (Apache Kafka).
+    pub(crate) sigterm_exit_is_clean: bool,
 }
 
 impl Process {
@@ -89,6 +94,7 @@ impl Process {
             log: spec.log,
             child,
             exited: None,
+            sigterm_exit_is_clean: spec.sigterm_exit_is_clean,
             _lifeline: lifeline,
         })
     }
@@ -126,7 +132,7 @@ impl Process {
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(Ok(status)) => {
                 self.exited = Some(status);
-                if status.success() {
+                if status.success() || (self.sigterm_exit_is_clean && status.code() == Some(143)) {
                     Stopped::Clean
                 } else {
                     Stopped::Failed(status)
