@@ -323,11 +323,21 @@ async fn apply_raises_partitions_sets_retention_and_never_lowers() -> Result<()>
             }
             assert_eq!(stack.partitions()?.get("raw.web_events"), Some(&6));
             let settings = stack.topic_config("raw.mobile_events").await?;
-            assert_eq!(settings.get("retention.ms").map(String::as_str), Some("2592000000"));
-            assert_eq!(settings.get("cleanup.policy").map(String::as_str), Some("compact"));
+            assert_eq!(
+                settings.get("retention.ms").map(String::as_str),
+                Some("2592000000")
+            );
+            assert_eq!(
+                settings.get("cleanup.policy").map(String::as_str),
+                Some("compact")
+            );
             let again = stack.run(&["topics", "apply", "--dry-run"]).await?;
             again.assert_code(0);
-            assert_eq!(again.lines().last(), Some(&"nothing to change"), "{again:#?}");
+            assert_eq!(
+                again.lines().last(),
+                Some(&"nothing to change"),
+                "{again:#?}"
+            );
         }
         BrokerKind::Tansu => {
             // Tansu 0.6.0 has neither CreatePartitions nor (non incremental) AlterConfigs, the

@@ -79,7 +79,70 @@ pub async fn create_topics(
             }
         }
     }
+    // Kafka answers CreateTopics once its controller committed the topics; the brokers learn of
+    // them a moment later, and until then a client sees "unknown topic". Return once they serve.
+    let wanted: Vec<(String, i32)> = topics
+        .iter()
+        .filter(|t| {
+            outcomes
+                .iter()
+                .any(|(name, o)| *name == t.name && *o == TopicOutcome::Created)
+        })
+        .map(|t| (t.name.clone(), t.partitions))
+        .collect();
+    if !wanted.is_empty() {
+        wait_until_served(Arc::new(admin), wanted).await?;
+    }
     Ok(outcomes)
+}
+
+/// How long a created topic or a raised partition count may take to reach the brokers.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the broker's metadata has every topic of `wanted` with at least its partition
+/// count, each partition with a leader.
+async fn wait_until_served(
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    wanted: Vec<(String, i32)>,
+) -> Result<(), BusError> {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + PROPAGATION_TIMEOUT;
+        loop {
+            let metadata = admin
+                .inner()
+                .fetch_metadata(None, ADMIN_TIMEOUT)
+                .map_err(BusError::Client)?;
+            let missing = wanted.iter().find(|(name, partitions)| {
+                !metadata.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && t.partitions().len() >= usize::try_from(*partitions).unwrap_or(0)
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
+                })
+            });
+            match missing {
+                None => return Ok(()),
+                Some((name, partitions)) if std::time::Instant::now() > deadline => {
+                    return Err(BusError::Admin {
+                        topic: name.clone(),
+                        message: format!(
+                            "the broker does not serve its {partitions} partitions {} s after it \
+                             acknowledged them",
+                            PROPAGATION_TIMEOUT.as_secs()
+                        ),
+                    });
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    })
+    .await
+    .map_err(|e| BusError::Admin {
+        topic: "(all)".to_string(),
+        message: format!("metadata task failed: {e}"),
+    })?
 }
 
 /// One difference between a [`TopicSpec`] and the cluster, found (and, unless a dry run,
@@ -208,6 +271,8 @@ pub async fn ensure_topics(
         if spec.partitions > current {
             if !dry_run {
                 raise_partitions(&admin, spec, &options).await?;
+                wait_until_served(admin.clone(), vec![(spec.name.clone(), spec.partitions)])
+                    .await?;
             }
             report(TopicChange::PartitionsRaised {
                 topic: spec.name.clone(),
