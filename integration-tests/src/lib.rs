@@ -47,7 +47,24 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// A port nothing listens on, for a server a test starts. Chosen below the kernel's ephemeral
+/// range: a port the kernel hands out (bind to 0) may be taken by any outgoing connection (a
+/// broker's, a client's) between this check and the server's bind, and a test then fails with
+/// "address already in use"; below that range only another test's server can take it, and
+/// those are spread at random over some 20,000 ports.
 fn free_port() -> Result<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_start > 12_000 {
+        for _ in 0..50 {
+            let port = rand::rng().random_range(10_000..ephemeral_start);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
     Ok(listener.local_addr()?.port())
 }
