@@ -1,14 +1,142 @@
-//! Helpers shared by the benchmark binaries (`src/bin/bench-*.rs`): CPU accounting from
-//! `/proc`, the reproducible `raw.web_events` records they produce, and a parallel producer.
+//! Helpers shared by the benchmark binaries (`src/bin/bench-*.rs`): the `--broker` option and
+//! the header naming the machine and the broker, CPU accounting from `/proc`, the reproducible
+//! `raw.web_events` records they produce, and a parallel producer.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use tokio::task::JoinSet;
 use tributary_core::bus::{OutboundRecord, Producer};
+
+use crate::{Broker, BrokerKind, KAFKA_VERSION, TANSU_VERSION, kafka_launcher, tansu_binary};
+
+// ---------------------------------------------------------------------------------------------
+// The broker: `--broker`, the header, starting it.
+
+/// The `--broker` lines of every benchmark's usage text.
+pub const BROKER_USAGE: &str =
+    "  --broker kafka|tansu  the broker to start: Apache Kafka (one KRaft node) or Tansu (SQLite
+                        storage); default: TRIBUTARY_TEST_BROKER, else kafka";
+
+/// The value of `--broker` (`kafka` or `tansu`); `usage` is appended to the error otherwise.
+pub fn parse_broker(value: Option<String>, usage: &str) -> Result<BrokerKind> {
+    let Some(value) = value else {
+        bail!("--broker needs a value: kafka or tansu\n{usage}");
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "kafka" => Ok(BrokerKind::Kafka),
+        "tansu" => Ok(BrokerKind::Tansu),
+        _ => bail!("--broker {value}: expected kafka or tansu\n{usage}"),
+    }
+}
+
+/// The broker `--broker` chose (`chosen`), else the one `TRIBUTARY_TEST_BROKER` names, else
+/// Apache Kafka.
+pub fn broker_or_default(chosen: Option<BrokerKind>, usage: &str) -> Result<BrokerKind> {
+    match chosen {
+        Some(kind) => Ok(kind),
+        None => BrokerKind::from_env().map_err(|e| anyhow::anyhow!("{e}\n{usage}")),
+    }
+}
+
+/// How the header and the tables name the broker.
+pub fn broker_label(kind: BrokerKind) -> &'static str {
+    match kind {
+        BrokerKind::Kafka => "Apache Kafka",
+        BrokerKind::Tansu => "Tansu",
+    }
+}
+
+/// The broker and the version that will run, as the header prints it: for Apache Kafka the
+/// version of the server jar beside the launcher and the JVM's, for Tansu what the binary says.
+pub fn broker_description(kind: BrokerKind) -> String {
+    match kind {
+        BrokerKind::Kafka => {
+            let launcher = kafka_launcher();
+            let version = launcher
+                .parent()
+                .and_then(Path::parent)
+                .and_then(|home| kafka_jar_version(&home.join("libs")))
+                .unwrap_or_else(|| format!("{KAFKA_VERSION} (pinned; no server jar found)"));
+            let java = std::env::var_os("JAVA").unwrap_or_else(|| "java".into());
+            let jvm = first_line_of(Command::new(java).arg("-version"))
+                .unwrap_or_else(|| "java -version said nothing".to_string());
+            format!(
+                "Apache Kafka {version}, one KRaft node (broker and controller), {}; JVM: {jvm}",
+                launcher.display()
+            )
+        }
+        BrokerKind::Tansu => {
+            let binary = tansu_binary();
+            let version = first_line_of(Command::new(&binary).arg("--version"))
+                .unwrap_or_else(|| format!("{TANSU_VERSION} (pinned; the binary did not say)"));
+            format!(
+                "Tansu {}, SQLite storage, {}",
+                version.trim_start_matches("tansu").trim(),
+                binary.display()
+            )
+        }
+    }
+}
+
+/// The version in the name of `kafka-server-<version>.jar` in `libs`.
+fn kafka_jar_version(libs: &Path) -> Option<String> {
+    std::fs::read_dir(libs).ok()?.find_map(|entry| {
+        let name = entry.ok()?.file_name().into_string().ok()?;
+        let version = name.strip_prefix("kafka-server-")?.strip_suffix(".jar")?;
+        // Not kafka-server-common-<version>.jar.
+        version
+            .starts_with(|c: char| c.is_ascii_digit())
+            .then(|| version.to_string())
+    })
+}
+
+/// The first non-empty line a short command prints (stdout, else stderr), or `None` when it
+/// cannot run or takes more than 10 s (it is killed then).
+fn first_line_of(command: &mut Command) -> Option<String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let output = child.wait_with_output().ok()?;
+    [output.stdout, output.stderr].iter().find_map(|bytes| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string)
+    })
+}
+
+/// Starts the broker and prints which process its CPU is read from.
+pub fn start_broker(kind: BrokerKind) -> Result<Broker> {
+    let broker = Broker::start_kind(kind)?;
+    let pid = broker.pid().context("the broker has no process")?;
+    let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    println!(
+        "broker process: pid {pid} ({}), CPU from /proc/{pid}/stat with its children's",
+        command.trim()
+    );
+    Ok(broker)
+}
 
 /// Produces every chunk with `send_all`, `in_flight` chunks at a time; fails unless every
 /// record was acknowledged.
@@ -70,6 +198,82 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(process_stat(pid)?.ticks)
 }
 
+/// CPU time of the broker so far, in clock ticks: the process `pid` (for Apache Kafka the JVM
+/// itself, which `kafka-local` execs), the children it has reaped (cutime, cstime) and its living
+/// descendants with theirs. Neither broker starts children today; should one, they count.
+pub fn broker_ticks(pid: u32) -> Result<u64> {
+    // Every process's parent, from /proc/<pid>/stat (field 4).
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for entry in std::fs::read_dir("/proc")?.filter_map(Result::ok) {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between listing and reading: skip it.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(parent) = parent {
+            children.entry(parent).or_default().push(child);
+        }
+    }
+    let mut total = 0;
+    let mut pending = vec![pid];
+    while let Some(next) = pending.pop() {
+        match tree_stat(next) {
+            Ok(ticks) => total += ticks,
+            // The broker itself must be readable; a descendant may have just ended.
+            Err(e) if next == pid => return Err(e),
+            Err(_) => continue,
+        }
+        pending.extend(children.remove(&next).unwrap_or_default());
+    }
+    Ok(total)
+}
+
+/// utime + stime + cutime + cstime (fields 14 to 17) of `/proc/<pid>/stat`.
+fn tree_stat(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    (11..15)
+        .map(|i| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .with_context(|| format!("/proc/{pid}/stat: no field {}", i + 3))
+        })
+        .sum()
+}
+
+/// CPU used so far by the whole machine (all but idle and iowait, from `/proc/stat`), in clock
+/// ticks.
+pub fn machine_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    // cpu  user nice system idle iowait irq softirq steal ...: all but idle and iowait (guest
+    // time is already in user).
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("/proc/stat has no cpu line")?
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    ensure!(fields.len() == 8, "/proc/stat: short cpu line");
+    Ok(fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7])
+}
+
 /// CPU used so far by the whole machine, this process and the broker, in clock ticks: another
 /// process busy during a pass (a build, another benchmark) shows as CPU used by others.
 #[derive(Debug, Clone, Copy)]
@@ -78,29 +282,17 @@ pub struct Snapshot {
     pub machine: u64,
     /// Ticks of this process.
     pub me: u64,
-    /// Ticks of the broker.
+    /// Ticks of the broker ([`broker_ticks`]: its children included).
     pub broker: u64,
 }
 
 impl Snapshot {
     /// Reads the counters now.
     pub fn take(broker_pid: u32) -> Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
-        // cpu  user nice system idle iowait irq softirq steal ...: all but idle and iowait.
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("cpu "))
-            .context("/proc/stat has no cpu line")?
-            .split_whitespace()
-            .take(8)
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        ensure!(fields.len() == 8, "/proc/stat: short cpu line");
         Ok(Self {
-            machine: fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7],
+            machine: machine_ticks()?,
             me: cpu_ticks(std::process::id())?,
-            broker: cpu_ticks(broker_pid)?,
+            broker: broker_ticks(broker_pid)?,
         })
     }
 
@@ -349,8 +541,9 @@ pub fn counter_sum(metrics_text: &str, name: &str) -> u64 {
         .sum()
 }
 
-/// Prints the machine line every benchmark starts with: cores, CPU model, load average.
-pub fn print_machine() {
+/// Prints the header lines every benchmark starts with: the machine (cores, CPU model, load
+/// average) and the broker it will start with its version (`None`: no broker).
+pub fn print_machine(broker: Option<BrokerKind>) {
     println!(
         "machine: {} cores, {}; load average before start: {}",
         std::thread::available_parallelism().map_or(0, usize::from),
@@ -362,6 +555,10 @@ pub fn print_machine() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    match broker {
+        Some(kind) => println!("broker: {}", broker_description(kind)),
+        None => println!("broker: none"),
+    }
 }
 
 /// Copies the repository's schemas folder (its files) into `dir` and appends `extra` to the

@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo build --release --bins -p tributary-archive -p tributary-registry -p tributary-integration-tests
-//! target/release/bench-archive [--records N] [--stage-records M] [--compression zstd,none] [--no-python] [--stages-only]
+//! target/release/bench-archive [--broker kafka|tansu] [--records N] [--stage-records M] [--compression zstd,none] [--no-python] [--stages-only]
 //! ```
 //!
-//! Starts a Tansu broker and the registry, produces `N` `raw.web_events` records (about 200
-//! bytes, Avro-encoded once and framed with the registry id), then reads that same topic in
-//! several ways and prints one table with the figures and the brief's targets:
+//! Starts the broker `--broker` names (Apache Kafka, one KRaft node, or Tansu with SQLite
+//! storage; default `TRIBUTARY_TEST_BROKER`, else Apache Kafka) and the registry, produces `N`
+//! `raw.web_events` records (about 200 bytes, Avro-encoded once and framed with the registry
+//! id), then reads that same topic in several ways and prints one table with the figures and the
+//! brief's targets:
 //!
 //! 1. in-process stage rates on the first `M` payloads (single-threaded): our
 //!    `AvroBatchDecoder` against bare `arrow-avro` (a `Decoder` fed the same framed bytes), alone
@@ -24,9 +26,12 @@
 //!    CPU time measured the same way.
 //!
 //! The broker bounds consume rates on a small machine, so the figures that judge the archive
-//! are the ratio to the bare loop measured in the same run and the CPU-seconds per million
-//! records. The lake is checked at the end of every archive run: each partition's offsets
-//! `0..high water mark` in exactly one file each, or the benchmark fails.
+//! are the ratio to the bare loop measured in the same run (the brief's targets differ by
+//! broker: at least 0.6, 0.4 with zstd, on Tansu; 0.8, 0.6 with zstd, on Apache Kafka) and the
+//! CPU-seconds per million records, printed for every pass and for the broker (its process: for
+//! Apache Kafka the JVM) over the same pass. The lake is checked at the end of every archive
+//! run: each partition's offsets `0..high water mark` in exactly one file each, or the
+//! benchmark fails.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -53,11 +58,13 @@ use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_core::telemetry::new_registry;
 use tributary_integration_tests::bench::{
-    Event, Snapshot, clock_ticks_per_second, cpu_model, cpu_ticks, process_stat, produce_chunks,
-    ticks_at_exit,
+    BROKER_USAGE, Event, Snapshot, broker_label, broker_or_default, broker_ticks,
+    clock_ticks_per_second, cpu_ticks, parse_broker, print_machine, process_stat, produce_chunks,
+    start_broker, ticks_at_exit,
 };
 use tributary_integration_tests::{
-    Archive, Broker, Registry, create_catalog_topics, repo_catalog, run_beside_services, unique,
+    Archive, Broker, BrokerKind, Registry, create_catalog_topics, repo_catalog,
+    run_beside_services, unique,
 };
 
 const TOPIC: &str = "raw.web_events";
@@ -79,7 +86,7 @@ const PASS_TIMEOUT: Duration = Duration::from_secs(600);
 /// The Python job measured on this kind of machine before (the brief).
 const PYTHON_REFERENCE_CPU_S_PER_M: f64 = 7.6;
 
-const USAGE: &str = "usage: bench-archive [--records N] [--stage-records M] [--batch-records B]
+const USAGE: &str = "usage: bench-archive [--broker kafka|tansu] [--records N] [--stage-records M] [--batch-records B]
                      [--max-open-seconds S] [--compression LIST] [--no-python] [--bus-loop]
                      [--stages-only]
   --records N           records produced and read by every pass (default 1000000)
@@ -94,6 +101,7 @@ const USAGE: &str = "usage: bench-archive [--records N] [--stage-records M] [--b
 
 #[derive(Debug, Clone)]
 struct Options {
+    broker: BrokerKind,
     records: usize,
     stage_records: usize,
     batch_records: usize,
@@ -106,7 +114,10 @@ struct Options {
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self> {
+        let usage = format!("{USAGE}\n{BROKER_USAGE}");
+        let mut broker = None;
         let mut o = Self {
+            broker: BrokerKind::Kafka,
             records: 1_000_000,
             stage_records: 500_000,
             batch_records: 5_000,
@@ -125,6 +136,7 @@ impl Options {
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
+                "--broker" => broker = Some(parse_broker(args.next(), &usage)?),
                 "--records" => o.records = usize::try_from(number(&arg, args.next())?)?,
                 "--stage-records" => {
                     o.stage_records = usize::try_from(number(&arg, args.next())?)?;
@@ -141,10 +153,10 @@ impl Options {
                 "--stages-only" => o.stages_only = true,
                 "--bus-loop" => o.bus_loop = true,
                 "-h" | "--help" => {
-                    println!("{USAGE}");
+                    println!("{usage}");
                     std::process::exit(0);
                 }
-                other => bail!("unknown argument {other}\n{USAGE}"),
+                other => bail!("unknown argument {other}\n{usage}"),
             }
         }
         ensure!(
@@ -157,6 +169,7 @@ impl Options {
                 "--compression {c}: use zstd, snappy or none"
             );
         }
+        o.broker = broker_or_default(broker, &usage)?;
         Ok(o)
     }
 }
@@ -211,7 +224,6 @@ impl Rate {
 async fn run(o: Options) -> Result<()> {
     let bench_started = Instant::now();
     let tick = clock_ticks_per_second()?;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "bench-archive: {} records of {TOPIC}; in-process stages on {}; archive batch_records {}, max_open_seconds {}, runs: {}{}",
         o.records,
@@ -221,15 +233,7 @@ async fn run(o: Options) -> Result<()> {
         o.compressions.join(", "),
         if o.python { "; Python baseline" } else { "" }
     );
-    println!(
-        "machine: {} cores, {}; load average before start: {}",
-        std::thread::available_parallelism().map_or(0, usize::from),
-        cpu_model(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    print_machine((!o.stages_only).then_some(o.broker));
 
     if o.stages_only {
         let schema = repo_catalog()?
@@ -245,7 +249,7 @@ async fn run(o: Options) -> Result<()> {
         return Ok(());
     }
 
-    let broker = Broker::start()?;
+    let broker = start_broker(o.broker)?;
     create_catalog_topics(&broker).await?;
     let registry = Registry::start(&broker)?;
     let broker_pid = broker.pid().context("the broker has no process")?;
@@ -464,7 +468,13 @@ fn print_tables(o: &Options, f: &Figures, per_million: impl Fn(u64) -> f64) {
     }
     for run in &f.archives {
         let ratio = bare_wall_best / run.wall;
-        let target = if run.compression == "zstd" { 0.4 } else { 0.6 };
+        // The brief's targets: lower on Tansu, whose storage bounds every rate on these machines.
+        let target = match (o.broker, run.compression == "zstd") {
+            (BrokerKind::Tansu, true) => 0.4,
+            (BrokerKind::Tansu, false) => 0.6,
+            (BrokerKind::Kafka, true) => 0.6,
+            (BrokerKind::Kafka, false) => 0.8,
+        };
         println!(
             "| archive, {} | {:.0} rec/s, {:.1} MB/s | |",
             run.compression,
@@ -542,7 +552,8 @@ fn print_tables(o: &Options, f: &Figures, per_million: impl Fn(u64) -> f64) {
     println!("Details of the consuming passes:");
     println!();
     println!(
-        "| pass | rec/s from first record | wall from start (s) | CPU-s per M, the process | CPU-s per M, broker | CPU-s of other processes | files | MB written |"
+        "| pass | rec/s from first record | wall from start (s) | CPU-s per M, the process | CPU-s per M, broker ({}) | CPU-s of other processes | files | MB written |",
+        broker_label(o.broker)
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let seconds = |ticks: u64| per_million(ticks) * n / 1e6;
@@ -1028,7 +1039,7 @@ async fn archive_run(
         }
         tokio::time::sleep(POLL).await;
     };
-    let broker_ticks = cpu_ticks(broker_pid)?.saturating_sub(before.broker);
+    let broker_ticks = broker_ticks(broker_pid)?.saturating_sub(before.broker);
     if !terminated {
         Command::new("kill")
             .args(["-TERM", &pid.to_string()])

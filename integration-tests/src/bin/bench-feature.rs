@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! cargo build --release --bins -p tributary-feature -p tributary-archive -p tributary-registry -p tributary-integration-tests
-//! target/release/bench-feature [--records N] [--rounds R]
+//! target/release/bench-feature [--broker kafka|tansu] [--records N] [--rounds R]
 //! ```
 //!
-//! Starts a Tansu broker and the registry, produces `N` `raw.web_events` records (about 200
-//! bytes, 50,000 users, two hours of event time), then, `R` times in turn on that same topic,
-//! each with a fresh consumer group:
+//! Starts the broker `--broker` names (Apache Kafka, one KRaft node, or Tansu with SQLite
+//! storage; default `TRIBUTARY_TEST_BROKER`, else Apache Kafka) and the registry, produces `N`
+//! `raw.web_events` records (about 200 bytes, 50,000 users, two hours of event time), then, `R`
+//! times in turn on that same topic, each with a fresh consumer group:
 //!
 //! 1. the archive service (the release binary) writing the topic to a local lake;
 //! 2. the feature service computing a hopping window (1 h every 15 min, so each record updates
@@ -19,8 +20,9 @@
 //! or age, so the last file's write is not in the archive's time), applied to the window state
 //! with outputs and changelog acknowledged for the feature service. The figure is the
 //! ratio feature / archive (target >= 1.0); CPU-seconds per million records of each (over the
-//! process's whole life) are printed too, and how many window results and changelog records the
-//! feature service wrote. Each round runs its own copy of the view (`bench_hopping_<round>`), so
+//! process's whole life) and of the broker (its process: for Apache Kafka the JVM) while each
+//! ran are printed too, and how many window results and changelog records the feature service
+//! wrote. Each round runs its own copy of the view (`bench_hopping_<round>`), so
 //! that it starts from an empty changelog rather than restoring the previous round's.
 
 use std::path::Path;
@@ -34,11 +36,11 @@ use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_integration_tests::bench::{
-    Event, clock_ticks_per_second, counter_sum, print_machine, produce_chunks, repo_schemas_with,
-    ticks_at_exit,
+    BROKER_USAGE, Event, Snapshot, broker_or_default, clock_ticks_per_second, counter_sum,
+    parse_broker, print_machine, produce_chunks, repo_schemas_with, start_broker, ticks_at_exit,
 };
 use tributary_integration_tests::{
-    Archive, Broker, Feature, Registry, Service, run_beside_services, unique,
+    Archive, BrokerKind, Feature, Registry, Service, run_beside_services, unique,
 };
 
 const INPUT: &str = "raw.web_events";
@@ -55,34 +57,38 @@ const OUTPUT_SCHEMA: &str = r#"{"type": "record", "name": "UserFeatures", "names
   {"name": "pages", "type": "long"}
 ]}"#;
 
-const USAGE: &str = "usage: bench-feature [--records N] [--rounds R]
+const USAGE: &str = "usage: bench-feature [--broker kafka|tansu] [--records N] [--rounds R]
   --records N  records produced and read by every pass (default 500000)
   --rounds R   rounds of (archive, feature) (default 2)";
 
 fn main() -> Result<()> {
+    let usage = format!("{USAGE}\n{BROKER_USAGE}");
     let mut records = 500_000usize;
     let mut rounds = 2usize;
+    let mut broker = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || -> Result<usize> {
             let v = args
                 .next()
-                .with_context(|| format!("{arg} needs a value\n{USAGE}"))?;
+                .with_context(|| format!("{arg} needs a value\n{usage}"))?;
             v.replace('_', "")
                 .parse()
-                .with_context(|| format!("{arg} {v}\n{USAGE}"))
+                .with_context(|| format!("{arg} {v}\n{usage}"))
         };
         match arg.as_str() {
             "--records" => records = value()?,
             "--rounds" => rounds = value()?,
+            "--broker" => broker = Some(parse_broker(args.next(), &usage)?),
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{usage}");
                 return Ok(());
             }
-            other => bail!("unknown argument {other}\n{USAGE}"),
+            other => bail!("unknown argument {other}\n{usage}"),
         }
     }
-    ensure!(records >= 1_000 && rounds >= 1, "{USAGE}");
+    ensure!(records >= 1_000 && rounds >= 1, "{usage}");
+    let broker = broker_or_default(broker, &usage)?;
     run_beside_services(&[
         "tributary-feature",
         "tributary-archive",
@@ -92,7 +98,7 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(run(records, rounds))
+        .block_on(run(broker, records, rounds))
 }
 
 /// The repository's catalog plus the benchmark's views (one per round, so that each round
@@ -153,7 +159,12 @@ struct Pass {
     name: &'static str,
     seconds: f64,
     records: u64,
+    /// The service over its whole life.
     cpu_ticks: u64,
+    /// The broker from just before the service started until it exited.
+    broker_ticks: u64,
+    /// The rest of the machine meanwhile.
+    other_ticks: u64,
 }
 
 impl Pass {
@@ -162,14 +173,15 @@ impl Pass {
     }
 }
 
-async fn run(records: usize, rounds: usize) -> Result<()> {
+async fn run(kind: BrokerKind, records: usize, rounds: usize) -> Result<()> {
     let tick = clock_ticks_per_second()? as f64;
     println!("bench-feature: {records} records of {INPUT}, {rounds} round(s)");
-    print_machine();
+    print_machine(Some(kind));
     let schemas = tempfile::tempdir()?;
     bench_schemas(schemas.path(), rounds)?;
     let catalog = Catalog::load(schemas.path())?;
-    let broker = Broker::start()?;
+    let broker = start_broker(kind)?;
+    let broker_pid = broker.pid().context("the broker has no process")?;
     let kafka = broker.kafka();
     create_topics(&kafka, &catalog.topic_specs(1)).await?;
     let registry = Registry::start(&broker)?;
@@ -210,6 +222,7 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
     let mut passes = Vec::new();
     for round in 1..=rounds {
         let lake = tempfile::tempdir()?;
+        let before = Snapshot::take(broker_pid)?;
         let archive = Archive::start(
             &broker,
             &registry,
@@ -225,11 +238,13 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
             archive,
             records as u64,
             "tributary_bus_records_consumed_total",
+            (broker_pid, before),
         )
         .await?;
         println!("round {round}: archive {:.0} records/s", a.rate());
         passes.push(a);
         let outputs_before = records_in(&kafka, OUTPUT).unwrap_or(0);
+        let before = Snapshot::take(broker_pid)?;
         let feature = Feature::start(
             &broker,
             &registry,
@@ -246,6 +261,7 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
             feature,
             records as u64,
             "tributary_feature_records_in_total",
+            (broker_pid, before),
         )
         .await?;
         let changelog = records_in(
@@ -279,8 +295,10 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
     let archive = best("archive").context("no archive pass")?;
     let feature = best("feature").context("no feature pass")?;
     println!();
-    println!("| service | records/s (best of {rounds}) | all rounds | CPU-s per million records |");
-    println!("|---|---|---|---|");
+    println!(
+        "| service | records/s (best of {rounds}) | all rounds | CPU-s per million records | CPU-s per M, broker | CPU-s of other processes |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (label, p) in [
         ("archive (zstd Parquet to a local lake)", &archive),
         (
@@ -288,14 +306,21 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
             &feature,
         ),
     ] {
+        let per_million = |ticks: u64| ticks as f64 / tick / (p.records as f64 / 1e6);
         println!(
-            "| {label} | {:.0} | {} | {:.1} |",
+            "| {label} | {:.0} | {} | {:.1} | {:.1} | {:.1} |",
             p.rate(),
             all(p.name),
-            p.cpu_ticks as f64 / tick / (p.records as f64 / 1e6)
+            per_million(p.cpu_ticks),
+            per_million(p.broker_ticks),
+            p.other_ticks as f64 / tick
         );
     }
     let ratio = feature.rate() / archive.rate();
+    println!();
+    println!(
+        "CPU-s per million records: each service's over its whole life, the broker's from just before the service started until it exited; other processes: CPU-seconds the rest of the machine used meanwhile (the registry, the kernel, anything else running; not this process, the broker or the service): more than a few means the pass shared the cores."
+    );
     println!();
     println!(
         "feature vs archive on the same topic: {ratio:.2} (target >= 1.0: {})",
@@ -305,12 +330,14 @@ async fn run(records: usize, rounds: usize) -> Result<()> {
 }
 
 /// Times a service from its first consumed record until `done_metric` reaches `records`, then
-/// stops it and reads its CPU time.
+/// stops it and reads its CPU time, and the broker's since `before` (taken just before the
+/// service started).
 async fn timed<S: std::ops::DerefMut<Target = Service>>(
     name: &'static str,
     mut service: S,
     records: u64,
     done_metric: &str,
+    (broker_pid, before): (u32, Snapshot),
 ) -> Result<Pass> {
     let pid = service.pid().context("no pid")?;
     let url = format!("{}/metrics", service.admin_url()?);
@@ -349,11 +376,14 @@ async fn timed<S: std::ops::DerefMut<Target = Service>>(
         .args(["-TERM", &pid.to_string()])
         .status()?;
     let ticks = ticks_at_exit(pid, Duration::from_secs(120))?;
+    let after = Snapshot::take(broker_pid)?;
     ensure!(service.stop()?, "{name}: unclean stop: {}", service.log());
     Ok(Pass {
         name,
         seconds,
         records: counted,
         cpu_ticks: ticks,
+        broker_ticks: after.broker.saturating_sub(before.broker),
+        other_ticks: before.others_until(&after, ticks),
     })
 }

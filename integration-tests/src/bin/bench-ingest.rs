@@ -1,13 +1,14 @@
 //! Benchmark of the ingest service (prints figures; not a timed test). See docs/benchmarks.md.
 //!
 //! ```text
-//! cargo build --release -p tributary-ingest -p tributary-registry -p tributary-integration-tests
-//! target/release/bench-ingest [--records N] [--batch B] [--concurrency C] [--rounds R]
+//! cargo build --release --bins -p tributary-ingest -p tributary-registry -p tributary-integration-tests
+//! target/release/bench-ingest [--broker kafka|tansu] [--records N] [--batch B] [--concurrency C] [--rounds R]
 //! ```
 //!
-//! Starts a Tansu broker, the registry and the ingest service (the release binaries beside this
-//! one), then sends the same `raw.web_events` records through two paths, `C` batches of `B`
-//! records in flight:
+//! Starts the broker `--broker` names (Apache Kafka, one KRaft node, or Tansu with SQLite
+//! storage; default `TRIBUTARY_TEST_BROKER`, else Apache Kafka), the registry and the ingest
+//! service (the release binaries beside this one), then sends the same `raw.web_events` records
+//! through two paths, `C` batches of `B` records in flight:
 //!
 //! - raw produce: the records Avro-encoded once beforehand, framed with the registry id and
 //!   produced by this process with the shared producer (`Producer::send_all`);
@@ -16,8 +17,8 @@
 //! The records are split into `R` rounds; each round sends its slice through both paths,
 //! alternating which goes first, so that drift weighs on both alike. It prints both rates, their
 //! ratio (the brief's target: >= 0.5 with 100-record POSTs), the CPU-seconds per million records
-//! of ingest, the broker, this process and the rest of the machine on each path, and where the
-//! working process's CPU went by thread. The broker bounds the rates on a small machine, so the
+//! of ingest, the broker (its process: for Apache Kafka the JVM), this process and the rest of
+//! the machine on each path, and where the working process's CPU went by thread. The broker bounds the rates on a small machine, so the
 //! ratio and the CPU-seconds are what judge ingest. Finally it reads the topic back: every
 //! record must be there exactly twice, byte-identical through both paths and keyed by
 //! `user_id`, or the benchmark fails.
@@ -35,16 +36,19 @@ use tributary_core::bus::{BusMetrics, KafkaConfig, OutboundRecord, Producer};
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_core::telemetry::new_registry;
-use tributary_integration_tests::bench::{Event, clock_ticks_per_second, cpu_model};
+use tributary_integration_tests::bench::{
+    BROKER_USAGE, Event, broker_label, broker_or_default, broker_ticks, clock_ticks_per_second,
+    machine_ticks, parse_broker, print_machine, start_broker,
+};
 use tributary_integration_tests::{
-    Broker, Ingest, Registry, create_catalog_topics, repo_catalog, run_beside_services,
+    Broker, BrokerKind, Ingest, Registry, create_catalog_topics, repo_catalog, run_beside_services,
 };
 
 const TOPIC: &str = "raw.web_events";
 const API_KEY: &str = "bench-key";
 /// Records sent through each path before the measured part (connections, metadata, caches).
 const WARMUP_RECORDS: usize = 2_000;
-const USAGE: &str = "usage: bench-ingest [--records N] [--batch B] [--concurrency C] [--rounds R]
+const USAGE: &str = "usage: bench-ingest [--broker kafka|tansu] [--records N] [--batch B] [--concurrency C] [--rounds R]
   --records N      records sent through each path (default 200000)
   --batch B        records per produce call and per POST (default 100)
   --concurrency C  batches in flight at once (default 16)
@@ -52,6 +56,7 @@ const USAGE: &str = "usage: bench-ingest [--records N] [--batch B] [--concurrenc
 
 #[derive(Debug, Clone, Copy)]
 struct Options {
+    broker: BrokerKind,
     records: usize,
     batch: usize,
     concurrency: usize,
@@ -60,7 +65,10 @@ struct Options {
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self> {
+        let usage = format!("{USAGE}\n{BROKER_USAGE}");
+        let mut broker = None;
         let mut o = Self {
+            broker: BrokerKind::Kafka,
             records: 200_000,
             batch: 100,
             concurrency: 16,
@@ -68,15 +76,19 @@ impl Options {
         };
         while let Some(arg) = args.next() {
             let target = match arg.as_str() {
+                "--broker" => {
+                    broker = Some(parse_broker(args.next(), &usage)?);
+                    continue;
+                }
                 "--records" => &mut o.records,
                 "--batch" => &mut o.batch,
                 "--concurrency" => &mut o.concurrency,
                 "--rounds" => &mut o.rounds,
                 "-h" | "--help" => {
-                    println!("{USAGE}");
+                    println!("{usage}");
                     std::process::exit(0);
                 }
-                other => bail!("unknown argument {other}\n{USAGE}"),
+                other => bail!("unknown argument {other}\n{usage}"),
             };
             let value = args
                 .next()
@@ -90,6 +102,7 @@ impl Options {
             o.records > 0 && o.batch > 0 && o.concurrency > 0 && o.rounds > 0,
             "--records, --batch, --concurrency and --rounds must be positive"
         );
+        o.broker = broker_or_default(broker, &usage)?;
         Ok(o)
     }
 }
@@ -139,21 +152,13 @@ async fn interrupted() {
 async fn run(o: Options) -> Result<()> {
     let tick = clock_ticks_per_second()? as f64;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "bench-ingest: {} records per path (+{WARMUP_RECORDS} warm-up) in {} rounds, {} per batch, {} batches in flight",
         o.records, o.rounds, o.batch, o.concurrency
     );
-    println!(
-        "machine: {cores} cores, {}; load average before start: {}",
-        cpu_model(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    print_machine(Some(o.broker));
 
-    let broker = Broker::start()?;
+    let broker = start_broker(o.broker)?;
     let kafka = producer_settings(&broker)?;
     println!(
         "producer settings of both paths: linger.ms={}, compression={}, acks=all, idempotent",
@@ -167,15 +172,21 @@ async fn run(o: Options) -> Result<()> {
     );
     let ingest = Ingest::start(&broker, &registry, &keys, "")?;
     let processes = [
-        (
-            "tributary-ingest",
-            ingest.pid().context("ingest has no process")?,
-        ),
-        (
-            "tansu broker",
-            broker.pid().context("the broker has no process")?,
-        ),
-        ("bench-ingest (this process)", std::process::id()),
+        Process {
+            name: "tributary-ingest".to_string(),
+            pid: ingest.pid().context("ingest has no process")?,
+            broker: false,
+        },
+        Process {
+            name: format!("broker ({})", broker_label(o.broker)),
+            pid: broker.pid().context("the broker has no process")?,
+            broker: true,
+        },
+        Process {
+            name: "bench-ingest (this process)".to_string(),
+            pid: std::process::id(),
+            broker: false,
+        },
     ];
 
     // The id ingest registered at start (registering the same text returns it).
@@ -248,7 +259,7 @@ async fn run(o: Options) -> Result<()> {
         let mut rates = [0.0; 2];
         for path in order {
             // The process doing the path's work: this one (raw) or ingest.
-            let worker = processes[if matches!(path, Path::Raw) { 2 } else { 0 }].1;
+            let worker = processes[if matches!(path, Path::Raw) { 2 } else { 0 }].pid;
             let threads_before = thread_ticks(worker)?;
             let before = cpu_ticks(&processes)?;
             let started = Instant::now();
@@ -295,7 +306,7 @@ async fn run(o: Options) -> Result<()> {
     println!();
     println!("| CPU-seconds per million records | raw produce | ingest |");
     println!("|---|---:|---:|");
-    for (i, (name, _)) in processes.iter().enumerate() {
+    for (i, Process { name, .. }) in processes.iter().enumerate() {
         println!(
             "| {name} | {:.1} | {:.1} |",
             raw.cpu_per_million(i, tick),
@@ -620,43 +631,31 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A process whose CPU the benchmark reads.
+#[derive(Debug)]
+struct Process {
+    name: String,
+    pid: u32,
+    /// The broker: its children count too ([`broker_ticks`]).
+    broker: bool,
+}
+
 /// CPU time (user + system) of each process, in clock ticks, from `/proc/<pid>/stat`, then
 /// the busy time of the whole machine (all but idle and iowait, from `/proc/stat`).
-fn cpu_ticks(processes: &[(&str, u32)]) -> Result<Vec<u64>> {
-    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    let times: Vec<u64> = stat
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("cpu "))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|v| v.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    ensure!(times.len() >= 8, "/proc/stat: unexpected first line");
-    let machine = times[..8].iter().sum::<u64>() - times[3] - times[4];
-    processes
+fn cpu_ticks(processes: &[Process]) -> Result<Vec<u64>> {
+    let mut ticks = processes
         .iter()
-        .map(|(name, pid)| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .with_context(|| format!("read /proc/{pid}/stat ({name})"))?;
-            // Fields after the command name: state is field 3, utime 14, stime 15.
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map(|(_, rest)| rest.split_whitespace().collect())
-                .unwrap_or_default();
-            let field = |i: usize| -> Result<u64> {
-                fields
-                    .get(i)
-                    .and_then(|v| v.parse().ok())
-                    .with_context(|| format!("/proc/{pid}/stat: no field {}", i + 3))
-            };
-            Ok(field(11)? + field(12)?)
+        .map(|p| {
+            if p.broker {
+                broker_ticks(p.pid)
+            } else {
+                tributary_integration_tests::bench::cpu_ticks(p.pid)
+            }
+            .with_context(|| format!("CPU time of {}", p.name))
         })
-        .chain(std::iter::once(Ok(machine)))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    ticks.push(machine_ticks()?);
+    Ok(ticks)
 }
 
 /// CPU time of a process's threads in clock ticks, summed by thread name without trailing
