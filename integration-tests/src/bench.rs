@@ -173,23 +173,30 @@ pub struct ProcessStat {
     pub ticks: u64,
 }
 
-/// `/proc/<pid>/stat`: state (field 3), utime (14) and stime (15).
-pub fn process_stat(pid: u32) -> Result<ProcessStat> {
+/// The fields of `/proc/<pid>/stat` after the command name: index 0 is field 3 (the state).
+fn stat_fields(pid: u32) -> Result<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("read /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
+    Ok(stat
         .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("/proc/{pid}/stat: no field {}", i + 3))
-    };
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default())
+}
+
+/// The numeric field at `index` of [`stat_fields`] (field `index + 3` of the file).
+fn stat_number(fields: &[String], pid: u32, index: usize) -> Result<u64> {
+    fields
+        .get(index)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("/proc/{pid}/stat: no field {}", index + 3))
+}
+
+/// `/proc/<pid>/stat`: state (field 3), utime (14) and stime (15).
+pub fn process_stat(pid: u32) -> Result<ProcessStat> {
+    let fields = stat_fields(pid)?;
     Ok(ProcessStat {
         state: fields.first().and_then(|s| s.chars().next()).unwrap_or('?'),
-        ticks: field(11)? + field(12)?,
+        ticks: stat_number(&fields, pid, 11)? + stat_number(&fields, pid, 12)?,
     })
 }
 
@@ -239,20 +246,8 @@ pub fn broker_ticks(pid: u32) -> Result<u64> {
 
 /// utime + stime + cutime + cstime (fields 14 to 17) of `/proc/<pid>/stat`.
 fn tree_stat(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    (11..15)
-        .map(|i| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .with_context(|| format!("/proc/{pid}/stat: no field {}", i + 3))
-        })
-        .sum()
+    let fields = stat_fields(pid)?;
+    (11..15).map(|i| stat_number(&fields, pid, i)).sum()
 }
 
 /// CPU used so far by the whole machine (all but idle and iowait, from `/proc/stat`), in clock
