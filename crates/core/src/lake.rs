@@ -1,16 +1,18 @@
 //! The lake: object storage opened from a URL (`file://`, `s3://`, `memory://`, and the other
-//! schemes object_store knows, by options) and Parquet files written to it through
-//! object_store's buffered multipart writer.
+//! schemes object_store knows, by options), and Parquet files written to it: streamed through
+//! object_store's buffered multipart writer ([`Lake::parquet_writer`]), or encoded in memory and
+//! put once only if nothing is at the key yet ([`Lake::create_parquet`]), so that a file is never
+//! replaced.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use parquet::arrow::{ArrowWriter, AsyncArrowWriter};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
@@ -186,6 +188,50 @@ impl Lake {
         let upload = BufWriter::with_capacity(self.store.clone(), path.clone(), PART_SIZE);
         let writer = AsyncArrowWriter::try_new(upload, schema, Some(properties))?;
         Ok(ParquetSink { writer, path })
+    }
+}
+
+/// What [`Lake::create_parquet`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The file was written; its size in bytes.
+    Written(u64),
+    /// An object was already at the key: nothing was written.
+    AlreadyExists,
+}
+
+impl Lake {
+    /// Writes `batches` as one Parquet file at `path`, unless an object is already there. The
+    /// file is encoded in memory and put once with [`PutMode::Create`] (S3's `If-None-Match: *`,
+    /// a hard link on a file system): it appears whole or not at all, and an object at the key,
+    /// whoever wrote it, is never replaced. A put that succeeded but whose answer was lost reads
+    /// as [`Created::AlreadyExists`] when retried.
+    pub async fn create_parquet(
+        &self,
+        path: &Path,
+        schema: SchemaRef,
+        properties: WriterProperties,
+        batches: &[RecordBatch],
+    ) -> Result<Created, LakeError> {
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        let bytes = writer.into_inner()?;
+        let size = bytes.len() as u64;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(path, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(Created::Written(size)),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

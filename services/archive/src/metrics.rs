@@ -14,6 +14,7 @@ pub(crate) struct ArchiveMetrics {
     pub(crate) bytes_written: Counter,
     pub(crate) write_errors: Counter,
     pub(crate) early_flushes: Counter,
+    pub(crate) keys_taken: Counter,
     pub(crate) write_seconds: Histogram,
 }
 
@@ -26,6 +27,7 @@ impl ArchiveMetrics {
             bytes_written: Counter::default(),
             write_errors: Counter::default(),
             early_flushes: Counter::default(),
+            keys_taken: Counter::default(),
             write_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
         };
         let r = registry.sub_registry_with_prefix("archive");
@@ -58,6 +60,11 @@ impl ArchiveMetrics {
             "early_flushes",
             "files written early because of memory pressure",
             m.early_flushes.clone(),
+        );
+        r.register(
+            "keys_taken",
+            "files not written because a file was already at their key (a replay, another replica)",
+            m.keys_taken.clone(),
         );
         r.register(
             "write_seconds",

@@ -2,12 +2,24 @@
 //! file per partition, and writes Parquet to the lake; offsets are committed only up to what is
 //! durable.
 //!
-//! Effectively once: a file's key is (topic, partition, first offset), and a file is cut when the
-//! record time bucket or the schema changes or it is full, decided by the records alone. Files may
-//! also be written early (idle for `max_open_seconds`, memory pressure, shutdown); that is safe
-//! because before opening a file the writer checks whether its key already exists — after a crash
-//! between writing a file and committing its offsets, the replay finds the file and skips the
-//! records it holds instead of writing them again. No object is ever overwritten.
+//! Effectively once, by three rules (docs/archive.md has the argument):
+//! 1. A file's key is (topic, hour, partition, first offset) and a file is only ever created,
+//!    never replaced: [`Lake::create_parquet`] puts it with `PutMode::Create`. When a key is
+//!    taken (a replay after a crash, a replica that lost the partition and still writes, a put
+//!    whose answer was lost), the writer reads the last offset of the file there, drops its rows
+//!    up to it, and writes the rest under the key of its first remaining offset, by the same
+//!    rule. So two files never hold the same offset, whoever writes them and in whatever order.
+//! 2. Before opening a file the writer looks for a file at its key, and skips the records that
+//!    file holds (a replay finds what it wrote before its commit was lost).
+//! 3. The position committed for a partition never points inside a durable file: it is the
+//!    first offset of the open file, else the offset after the last record handled or skipped
+//!    (the end of the last file found), so the next owner starts at a file boundary or past
+//!    the lake's end.
+//!
+//! Files are cut when the record time bucket or the schema changes or the file is full, and
+//! also early (idle for `max_open_seconds`, memory pressure, shutdown): the rules above hold
+//! whatever the cuts. A record at or below what the partition already handled (the partition
+//! was assigned again and the consumer rewound) drops the partition's state and starts over.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,7 +29,8 @@ use arrow::array::{
     Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     UInt32Array,
 };
-use arrow::compute::{cast, take_record_batch};
+use arrow::compute::kernels::cmp::gt;
+use arrow::compute::{cast, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -26,7 +39,7 @@ use parquet::file::properties::WriterProperties;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_core::bus::{BatchHandler, HandlerError, InboundRecord, Output};
-use tributary_core::lake::Lake;
+use tributary_core::lake::{Created, Lake};
 use tributary_core::schema::arrow::AvroBatchDecoder;
 use tributary_core::schema::registry::RegistryClient;
 use tributary_core::schema::wire;
@@ -63,6 +76,37 @@ struct OpenFile {
     /// Rows of the batch being handled that go to this file, not yet taken into `batches`.
     pending_rows: Vec<u32>,
     opened: Instant,
+}
+
+impl OpenFile {
+    /// Drops the rows at or below `last` (another file holds them); the first offset moves to
+    /// the first row left.
+    fn drop_through(&mut self, last: i64) -> Result<(), HandlerError> {
+        let mut kept = Vec::with_capacity(self.batches.len());
+        for batch in std::mem::take(&mut self.batches) {
+            let offsets = batch
+                .column_by_name(LINEAGE_OFFSET)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .ok_or("a buffered batch has no offset column")?;
+            let mask = gt(offsets, &Int64Array::new_scalar(last))?;
+            let part = filter_record_batch(&batch, &mask)?;
+            if part.num_rows() > 0 {
+                kept.push(part);
+            }
+        }
+        self.records = kept.iter().map(|b| b.num_rows() as u64).sum();
+        self.bytes = kept.iter().map(|b| b.get_array_memory_size() as u64).sum();
+        if let Some(first) = kept
+            .first()
+            .and_then(|b| b.column_by_name(LINEAGE_OFFSET))
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .map(|o| o.value(0))
+        {
+            self.first_offset = first;
+        }
+        self.batches = kept;
+        Ok(())
+    }
 }
 
 struct PartitionState {
@@ -124,8 +168,8 @@ impl Archiver {
         }
     }
 
-    /// Records that a record with nothing to archive (a tombstone, a dead letter) was handled.
-    /// Positions only move forward: records of a batch are not handled in offset order.
+    /// Records that a record with nothing to archive (a tombstone, a dead letter) was handled,
+    /// after the batch's archived records (positions only move forward).
     fn advance(&mut self, record: &InboundRecord) {
         let state = self
             .partitions
@@ -174,10 +218,41 @@ impl Archiver {
         }
     }
 
-    /// Writes a file to the lake, retrying with backoff until it is durable.
-    async fn write(&self, file: OpenFile) -> Result<(), HandlerError> {
+    /// Writes a file to the lake, retrying with backoff until it is durable. Where another file
+    /// already holds the key, the rows that file holds are dropped and the rest written under
+    /// the key of their first offset (rule 1). Returns the last offset of the files found in
+    /// the way, if any: the partition's records up to it are in the lake.
+    async fn write(&self, mut file: OpenFile) -> Result<Option<i64>, HandlerError> {
+        let mut found: Option<i64> = None;
+        loop {
+            if file.batches.is_empty() {
+                return Ok(found);
+            }
+            if self.write_once(&file).await? {
+                return Ok(found);
+            }
+            let Some(last) = self.existing_last_offset(&file.key).await? else {
+                // Deleted between the put and the look: try again.
+                continue;
+            };
+            self.metrics.keys_taken.inc();
+            info!(key = %file.key, last, "a file is already at the key; writing only what follows it");
+            found = Some(found.map_or(last, |f| f.max(last)));
+            file.drop_through(last)?;
+            file.key = object_key(
+                &self.root,
+                &file.topic,
+                file.bucket,
+                file.partition,
+                file.first_offset,
+            );
+        }
+    }
+
+    /// One file, retried while the store fails: `true` once written, `false` if the key is taken.
+    async fn write_once(&self, file: &OpenFile) -> Result<bool, HandlerError> {
         let Some(first) = file.batches.first() else {
-            return Ok(());
+            return Ok(true);
         };
         let schema = first.schema();
         let mut metadata = vec![
@@ -204,15 +279,17 @@ impl Archiver {
         let mut backoff = Duration::from_millis(200);
         loop {
             match self
-                .try_write(&path, &schema, &properties, &file.batches)
+                .lake
+                .create_parquet(&path, schema.clone(), properties.clone(), &file.batches)
                 .await
             {
-                Ok(size) => {
+                Ok(Created::Written(size)) => {
                     self.metrics
                         .file_written(file.records, size, started.elapsed());
                     tracing::debug!(key = %file.key, records = file.records, "file written");
-                    return Ok(());
+                    return Ok(true);
                 }
+                Ok(Created::AlreadyExists) => return Ok(false),
                 Err(e) => {
                     self.metrics.write_errors.inc();
                     warn!(key = %file.key, error = %e, "writing a file failed; retrying");
@@ -223,42 +300,20 @@ impl Archiver {
         }
     }
 
-    async fn try_write(
-        &self,
-        path: &Path,
-        schema: &Arc<Schema>,
-        properties: &WriterProperties,
-        batches: &[RecordBatch],
-    ) -> Result<u64, tributary_core::lake::LakeError> {
-        let mut sink =
-            self.lake
-                .parquet_writer(path.clone(), schema.clone(), properties.clone())?;
-        for batch in batches {
-            sink.write(batch).await?;
-        }
-        sink.close().await?;
-        Ok(self
-            .lake
-            .store()
-            .head(path)
-            .await
-            .map(|m| m.size)
-            .unwrap_or(0))
-    }
-
     /// The last offset a file already in the lake holds, if there is one at `key`.
     async fn existing_last_offset(&self, key: &str) -> Result<Option<i64>, HandlerError> {
         let path = Path::from(key);
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.lake.store().head(&path).await {
-                Ok(meta) => {
-                    return read_last_offset(&self.lake, &path, meta.size)
-                        .await
-                        .map(Some);
-                }
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => {
+            let found = match self.lake.store().head(&path).await {
+                Ok(meta) => read_last_offset(&self.lake, &path, meta.size).await,
+                Err(e) => Err(FooterError::Store(e)),
+            };
+            match found {
+                Ok(last) => return Ok(Some(last)),
+                Err(FooterError::Store(object_store::Error::NotFound { .. })) => return Ok(None),
+                Err(FooterError::Invalid(message)) => return Err(message.into()),
+                Err(FooterError::Store(e)) => {
                     warn!(key, error = %e, "checking for an existing file failed; retrying");
                     self.wait(backoff).await?;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -288,11 +343,15 @@ impl Archiver {
             .sum()
     }
 
-    /// Closes the file of a partition, if open, and writes it.
+    /// Closes the file of a partition, if open, and writes it; records that files found in the
+    /// way hold are skipped from then on.
     async fn close(&mut self, key: &(String, i32)) -> Result<(), HandlerError> {
         let file = self.partitions.get_mut(key).and_then(|p| p.file.take());
-        if let Some(file) = file {
-            self.write(file).await?;
+        if let Some(file) = file
+            && let Some(last) = self.write(file).await?
+            && let Some(state) = self.partitions.get_mut(key)
+        {
+            state.skip_through = state.skip_through.max(last);
         }
         Ok(())
     }
@@ -344,6 +403,21 @@ impl Archiver {
             let bucket = Bucket::of_millis(times[row]);
             let needs_new = {
                 let state = self.partitions.entry(key.clone()).or_default();
+                let rewound = match &state.file {
+                    Some(f) => record.offset <= f.last_offset,
+                    None => record.offset < state.next,
+                };
+                if rewound {
+                    // Read again from an earlier position (assigned again after a revocation
+                    // this handler did not hear of): what it holds is stale.
+                    warn!(
+                        topic = %record.topic,
+                        partition = record.partition,
+                        offset = record.offset,
+                        "partition rewound; dropping its open file and starting over"
+                    );
+                    *state = PartitionState::default();
+                }
                 state.next = state.next.max(record.offset + 1);
                 if record.offset <= state.skip_through {
                     continue;
@@ -366,6 +440,14 @@ impl Archiver {
                     Self::take_pending(file, &full)?;
                 }
                 self.close(&key).await?;
+                if self
+                    .partitions
+                    .get(&key)
+                    .is_some_and(|s| record.offset <= s.skip_through)
+                {
+                    // The file just closed met another writer's file that holds this record.
+                    continue;
+                }
                 let object = object_key(
                     &self.root,
                     &record.topic,
@@ -417,6 +499,51 @@ impl Archiver {
         Ok(())
     }
 
+    /// Handles a batch: archives it, writes files early under memory pressure or when open too
+    /// long, and returns the records that cannot be decoded, with why, for the dead-letter topic.
+    async fn process<'r>(
+        &mut self,
+        batch: &'r [InboundRecord],
+    ) -> Result<Vec<(&'r InboundRecord, String)>, HandlerError> {
+        let failed = self.archive_records(batch).await?;
+        self.relieve_memory().await?;
+        // Files of partitions that stopped receiving records are written after a while, even
+        // while other partitions keep the loop busy (ticks come only when all are quiet).
+        self.close_all(Some(Duration::from_secs(self.settings.max_open_seconds)))
+            .await?;
+        Ok(failed)
+    }
+
+    /// Archives a batch: returns the records that cannot be decoded, with why. Tombstones carry
+    /// no record to archive; their offsets still advance.
+    async fn archive_records<'r>(
+        &mut self,
+        batch: &'r [InboundRecord],
+    ) -> Result<Vec<(&'r InboundRecord, String)>, HandlerError> {
+        let records: Vec<&InboundRecord> = batch.iter().filter(|r| r.payload.is_some()).collect();
+        let payloads: Vec<&[u8]> = records
+            .iter()
+            .map(|r| r.payload.as_deref().unwrap_or_default())
+            .collect();
+        self.learn_schemas(&payloads).await?;
+        let decoded = self.decoder.decode(payloads.iter().copied());
+        for d in decoded.batches {
+            self.archive_batch(&records, d).await?;
+        }
+        // After the archived records: a partition's records are handled in offset order.
+        for r in batch.iter().filter(|r| r.payload.is_none()) {
+            self.advance(r);
+        }
+        let mut failed = Vec::with_capacity(decoded.errors.len());
+        for (index, error) in decoded.errors {
+            let record = records[index];
+            self.advance(record);
+            failed.push((record, error.to_string()));
+        }
+        self.metrics.records_failed.inc_by(failed.len() as u64);
+        Ok(failed)
+    }
+
     /// Each row's time in milliseconds: the catalog's event-time field, else the Kafka timestamp.
     fn row_times(
         &self,
@@ -460,6 +587,9 @@ impl Archiver {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod simulation;
 
 /// Lineage column names.
 pub(crate) const LINEAGE_TOPIC: &str = "_kafka_topic";
@@ -523,28 +653,45 @@ fn with_lineage(
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
+/// Why the last offset of a file in the lake could not be read.
+#[derive(Debug)]
+enum FooterError {
+    /// The store failed (retried by the caller), or the object is gone.
+    Store(object_store::Error),
+    /// The object is not a file this archive wrote.
+    Invalid(String),
+}
+
+impl From<object_store::Error> for FooterError {
+    fn from(e: object_store::Error) -> Self {
+        Self::Store(e)
+    }
+}
+
 /// Reads the last offset recorded in a Parquet file's footer.
-async fn read_last_offset(lake: &Lake, path: &Path, size: u64) -> Result<i64, HandlerError> {
+async fn read_last_offset(lake: &Lake, path: &Path, size: u64) -> Result<i64, FooterError> {
+    let invalid = |what: &str| FooterError::Invalid(format!("{path} {what}"));
     if size < 12 {
-        return Err(format!("{path} is not a parquet file ({size} bytes)").into());
+        return Err(invalid(&format!("is not a parquet file ({size} bytes)")));
     }
     let tail = lake.store().get_range(path, size - 8..size).await?;
     let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
     if &tail[4..8] != b"PAR1" || len + 8 > size {
-        return Err(format!("{path} has no parquet footer").into());
+        return Err(invalid("has no parquet footer"));
     }
     let footer = lake
         .store()
         .get_range(path, size - 8 - len..size - 8)
         .await?;
-    let metadata = ParquetMetaDataReader::decode_metadata(&footer)?;
+    let metadata = ParquetMetaDataReader::decode_metadata(&footer)
+        .map_err(|e| invalid(&format!("has an unreadable footer: {e}")))?;
     metadata
         .file_metadata()
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == META_LAST_OFFSET))
         .and_then(|k| k.value.as_deref())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("{path} does not say which offsets it holds").into())
+        .ok_or_else(|| invalid("does not say which offsets it holds"))
 }
 
 impl BatchHandler for Archiver {
@@ -553,34 +700,10 @@ impl BatchHandler for Archiver {
         batch: &[InboundRecord],
         out: &mut Output<'_>,
     ) -> Result<(), HandlerError> {
-        // Tombstones carry no record to archive; their offsets still advance.
-        let records: Vec<&InboundRecord> = batch.iter().filter(|r| r.payload.is_some()).collect();
-        for r in batch.iter().filter(|r| r.payload.is_none()) {
-            self.advance(r);
+        for (record, error) in self.process(batch).await? {
+            out.dead_letter(record, "decode", &error).await?;
         }
-        let payloads: Vec<&[u8]> = records
-            .iter()
-            .map(|r| r.payload.as_deref().unwrap_or_default())
-            .collect();
-        self.learn_schemas(&payloads).await?;
-        let decoded = self.decoder.decode(payloads.iter().copied());
-        for (index, error) in &decoded.errors {
-            let record = records[*index];
-            self.advance(record);
-            out.dead_letter(record, "decode", &error.to_string())
-                .await?;
-        }
-        self.metrics
-            .records_failed
-            .inc_by(decoded.errors.len() as u64);
-        for d in decoded.batches {
-            self.archive_batch(&records, d).await?;
-        }
-        self.relieve_memory().await?;
-        // Files of partitions that stopped receiving records are written after a while, even
-        // while other partitions keep the loop busy (ticks come only when all are quiet).
-        self.close_all(Some(Duration::from_secs(self.settings.max_open_seconds)))
-            .await
+        Ok(())
     }
 
     fn commit_positions(&self) -> Option<Vec<(String, i32, i64)>> {
@@ -588,7 +711,11 @@ impl BatchHandler for Archiver {
             self.partitions
                 .iter()
                 .map(|((topic, partition), state)| {
-                    let position = state.file.as_ref().map_or(state.next, |f| f.first_offset);
+                    // Rule 3: never inside a durable file, whether written or found.
+                    let position = state.file.as_ref().map_or_else(
+                        || state.next.max(state.skip_through + 1),
+                        |f| f.first_offset,
+                    );
                     (topic.clone(), *partition, position)
                 })
                 .collect(),

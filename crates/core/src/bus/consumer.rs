@@ -299,6 +299,9 @@ async fn consume_batches<H: BatchHandler>(
             () = shutdown.cancelled() => break,
             received = consumer.recv() => received.map_err(BusError::Consume)?,
             () = tick => {
+                // A rebalance handled inside the last poll: the handler must not write or
+                // store positions for partitions it no longer owns.
+                apply_revocations(consumer, handler, &mut batch);
                 let mut out = Output::new(producer, &config.stage);
                 handler.tick(&mut out).await.map_err(BusError::Handler)?;
                 out.settle(producer, metrics).await?;
