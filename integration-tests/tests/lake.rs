@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
-use tributary_core::lake::{Lake, LakeConfig};
+use tributary_core::lake::{Created, Lake, LakeConfig};
 use tributary_integration_tests::{S3, unique};
 
 fn sample_batch(rows: usize) -> Result<RecordBatch> {
@@ -113,6 +113,55 @@ async fn parquet_round_trip_on_s3() -> Result<()> {
 #[tokio::test]
 async fn memory_lake_round_trip() -> Result<()> {
     round_trip(&Lake::open(&LakeConfig::new("memory://"))?).await
+}
+
+/// `create_parquet` writes a file once; a second file at the same key is refused and the first
+/// stays as it was, byte for byte.
+async fn create_never_replaces(lake: &Lake) -> Result<()> {
+    let first = sample_batch(1_000)?;
+    let second = sample_batch(10)?;
+    let path = lake.path(&format!("{}/part+0+0.parquet", unique("topic")));
+    let properties = WriterProperties::builder().build();
+    let created = lake
+        .create_parquet(&path, first.schema(), properties.clone(), &[first.clone()])
+        .await?;
+    let Created::Written(size) = created else {
+        anyhow::bail!("the first file was not written: {created:?}");
+    };
+    let stored = lake.store().get(&path).await?.bytes().await?;
+    assert_eq!(stored.len() as u64, size);
+    let again = lake
+        .create_parquet(&path, second.schema(), properties, &[second])
+        .await?;
+    assert_eq!(again, Created::AlreadyExists);
+    let after = lake.store().get(&path).await?.bytes().await?;
+    assert_eq!(after, stored, "the file at the key was replaced");
+    let read = ParquetRecordBatchReaderBuilder::try_new(after)?
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(
+        arrow::compute::concat_batches(&first.schema(), &read)?,
+        first
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_created_file_is_never_replaced_on_the_local_filesystem() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("file://{}/lake", dir.path().display());
+    create_never_replaces(&Lake::open(&LakeConfig::new(url))?).await
+}
+
+#[tokio::test]
+async fn a_created_file_is_never_replaced_on_s3() -> Result<()> {
+    let s3 = S3::start().await?;
+    create_never_replaces(&Lake::open(&s3.lake("archive"))?).await
+}
+
+#[tokio::test]
+async fn a_created_file_is_never_replaced_in_memory() -> Result<()> {
+    create_never_replaces(&Lake::open(&LakeConfig::new("memory://"))?).await
 }
 
 #[test]
