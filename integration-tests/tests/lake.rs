@@ -123,7 +123,12 @@ async fn create_never_replaces(lake: &Lake) -> Result<()> {
     let path = lake.path(&format!("{}/part+0+0.parquet", unique("topic")));
     let properties = WriterProperties::builder().build();
     let created = lake
-        .create_parquet(&path, first.schema(), properties.clone(), &[first.clone()])
+        .create_parquet(
+            &path,
+            first.schema(),
+            properties.clone(),
+            std::slice::from_ref(&first),
+        )
         .await?;
     let Created::Written(size) = created else {
         anyhow::bail!("the first file was not written: {created:?}");
