@@ -51,8 +51,16 @@ pub fn init_logs() {
 /// range: a port the kernel hands out (bind to 0) may be taken by any outgoing connection (a
 /// broker's, a client's) between this check and the server's bind, and a test then fails with
 /// "address already in use"; below that range only another test's server can take it, and
-/// those are spread at random over some 20,000 ports.
+/// those are spread at random over some 20,000 ports. A port is never handed out twice in one
+/// process: two servers of one test (a broker's two listeners, say) asked for ports before
+/// either binds, and at random they could get the same one (a CI run saw Kafka refuse
+/// `PLAINTEXT://127.0.0.1:15780,CONTROLLER://127.0.0.1:15780`).
 fn free_port() -> Result<u16> {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
@@ -60,13 +68,20 @@ fn free_port() -> Result<u16> {
     if ephemeral_start > 12_000 {
         for _ in 0..50 {
             let port = rand::rng().random_range(10_000..ephemeral_start);
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
                 return Ok(port);
             }
         }
     }
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
-    Ok(listener.local_addr()?.port())
+    for _ in 0..50 {
+        let listener = TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
+        let port = listener.local_addr()?.port();
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("no free port found that this process has not handed out already")
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str, timeout: Duration) -> Result<()> {
@@ -852,6 +867,17 @@ impl Service {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Sends the signal `name` (`STOP`, `CONT`, ...) to the running process: SIGSTOP freezes
+    /// it whole, librdkafka's threads included, as a long GC pause or a frozen VM would.
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let child = self.child.as_ref().context("the service is not running")?;
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {}: {status}", child.id());
+        Ok(())
+    }
+
     /// Waits (up to `timeout`) for the process to exit by itself; its exit status, or `None`
     /// if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
@@ -1577,5 +1603,21 @@ impl LakeWatch {
             extra: distinct.difference(&expected).count(),
             problems,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_handed_out_once_per_process() -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        // Far more than the birthday bound of 20,000 random ports (about 170 draws).
+        for _ in 0..2_000 {
+            let port = free_port()?;
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+        Ok(())
     }
 }
