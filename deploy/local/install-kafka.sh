@@ -45,8 +45,11 @@ echo "resolving kafka $KAFKA_VERSION from Maven Central (once per machine)"
 mkdir -p "$CACHE"
 staging="$(mktemp -d "$CACHE/kafka-install.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
+# Maven 3.8's console library prints colour resets even in batch mode: strip escape codes so
+# logs stay plain (pipefail keeps mvn's exit status).
 mvn -q -B -Dstyle.color=never -f "$here/kafka/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
-  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$staging/libs"
+  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$staging/libs" 2>&1 \
+  | sed 's/\x1b\[[0-9;]*m//g'
 refresh_launcher "$staging"
 
 # One formatted, empty storage folder: the launcher copies it for each new broker folder instead
