@@ -5,9 +5,10 @@
 //! served by [`AdminServer`] at `/metrics` beside `/healthz` (the process is alive) and `/readyz`
 //! (the service is ready for traffic, set through [`Readiness`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -110,18 +111,59 @@ pub fn new_registry() -> Registry {
 }
 
 /// Whether the service is ready for traffic; served at `/readyz`. Starts not ready.
+///
+/// Besides the switch a service turns on once it runs, parts of a service report problems that
+/// make it unready while they last (the lake refusing writes, say): `/readyz` answers 503 with
+/// each problem's reason, and ready again once every part reported it recovered.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Debug, Default)]
+struct ReadinessState {
+    ready: AtomicBool,
+    /// Problems by the part that reported them.
+    problems: Mutex<BTreeMap<String, String>>,
+}
 
 impl Readiness {
     /// Marks the service ready (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+        self.0.ready.store(ready, Ordering::Release);
     }
 
-    /// Whether the service is ready.
+    /// Whether the service is ready: switched on, and no part reports a problem.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.ready.load(Ordering::Acquire) && self.problems().is_empty()
+    }
+
+    /// `part` has a problem (replacing the one it reported before): unready until it recovers.
+    pub fn fail(&self, part: &str, reason: impl Into<String>) {
+        self.problems_mut().insert(part.to_string(), reason.into());
+    }
+
+    /// `part` works again.
+    pub fn recover(&self, part: &str) {
+        // Most calls find nothing to remove: take the lock only to look.
+        let mut problems = self.problems_mut();
+        if !problems.is_empty() {
+            problems.remove(part);
+        }
+    }
+
+    /// Each part's problem, as `part: reason`.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems_mut()
+            .iter()
+            .map(|(part, reason)| format!("{part}: {reason}"))
+            .collect()
+    }
+
+    fn problems_mut(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // A panic while holding the lock leaves the map whole: go on with it.
+        self.0
+            .problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -196,10 +238,16 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let problems = state.readiness.problems();
     if state.readiness.is_ready() {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, "ready".to_string())
+    } else if problems.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", problems.join("; ")),
+        )
     }
 }
 
@@ -253,6 +301,30 @@ mod tests {
             503
         );
         readiness.set(true);
+        assert_eq!(
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+
+        // A part's problem makes the service unready, with the reason, until it recovers.
+        readiness.fail("lake", "writing a file failed: No space left on device");
+        let answer = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(answer.status(), 503);
+        assert_eq!(
+            answer.text().await.unwrap(),
+            "not ready: lake: writing a file failed: No space left on device"
+        );
+        readiness.recover("registry");
+        assert!(
+            !readiness.is_ready(),
+            "another part's recovery clears nothing"
+        );
+        readiness.recover("lake");
         assert_eq!(
             client
                 .get(format!("{base}/readyz"))

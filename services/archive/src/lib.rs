@@ -92,7 +92,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         properties,
         metrics,
         shutdown.clone(),
-    );
+    )
+    .with_readiness(readiness.clone());
     readiness.set(true);
     info!(topics = ?names, lake = %config.lake.url, "archive running");
     let stats = run_consumer(

@@ -43,6 +43,7 @@ use tributary_core::lake::{Created, Lake};
 use tributary_core::schema::arrow::AvroBatchDecoder;
 use tributary_core::schema::registry::RegistryClient;
 use tributary_core::schema::wire;
+use tributary_core::telemetry::Readiness;
 
 use crate::config::ArchiveSettings;
 use crate::metrics::ArchiveMetrics;
@@ -139,7 +140,12 @@ pub(crate) struct Archiver {
     properties: WriterProperties,
     metrics: ArchiveMetrics,
     shutdown: CancellationToken,
+    /// Where the lake's failures are reported (`/readyz`), while they last.
+    readiness: Readiness,
 }
+
+/// The part of the archive that reports the lake's failures to [`Readiness`].
+const LAKE: &str = "lake";
 
 impl Archiver {
     pub(crate) fn new(
@@ -165,7 +171,15 @@ impl Archiver {
             properties,
             metrics,
             shutdown,
+            readiness: Readiness::default(),
         }
+    }
+
+    /// Reports the lake's failures (a write or a look that keeps failing) to `readiness`, so
+    /// that `/readyz` says why the archive is stuck while it retries.
+    pub(crate) fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     /// Records that a record with nothing to archive (a tombstone, a dead letter) was handled,
@@ -284,15 +298,21 @@ impl Archiver {
                 .await
             {
                 Ok(Created::Written(size)) => {
+                    self.readiness.recover(LAKE);
                     self.metrics
                         .file_written(file.records, size, started.elapsed());
                     tracing::debug!(key = %file.key, records = file.records, "file written");
                     return Ok(true);
                 }
-                Ok(Created::AlreadyExists) => return Ok(false),
+                Ok(Created::AlreadyExists) => {
+                    self.readiness.recover(LAKE);
+                    return Ok(false);
+                }
                 Err(e) => {
                     self.metrics.write_errors.inc();
                     warn!(key = %file.key, error = %e, "writing a file failed; retrying");
+                    self.readiness
+                        .fail(LAKE, format!("writing {} failed: {e}", file.key));
                     self.wait(backoff).await?;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -310,11 +330,19 @@ impl Archiver {
                 Err(e) => Err(FooterError::Store(e)),
             };
             match found {
-                Ok(last) => return Ok(Some(last)),
-                Err(FooterError::Store(object_store::Error::NotFound { .. })) => return Ok(None),
+                Ok(last) => {
+                    self.readiness.recover(LAKE);
+                    return Ok(Some(last));
+                }
+                Err(FooterError::Store(object_store::Error::NotFound { .. })) => {
+                    self.readiness.recover(LAKE);
+                    return Ok(None);
+                }
                 Err(FooterError::Invalid(message)) => return Err(message.into()),
                 Err(FooterError::Store(e)) => {
                     warn!(key, error = %e, "checking for an existing file failed; retrying");
+                    self.readiness
+                        .fail(LAKE, format!("reading {key} failed: {e}"));
                     self.wait(backoff).await?;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }

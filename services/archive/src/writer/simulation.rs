@@ -391,6 +391,11 @@ impl Sim {
         self.schedule
             .push(format!("{who}{} handles [{}]", member.name, span.join(" ")));
         member.archiver.process(&batch).await?;
+        // Every store failure of the batch was retried until it passed: none is reported.
+        let problems = member.archiver.readiness.problems();
+        if !problems.is_empty() {
+            return Err(format!("readiness still reports {problems:?} after the batch").into());
+        }
         member.store_positions();
         Ok(member)
     }
