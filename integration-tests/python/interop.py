@@ -2,6 +2,7 @@
 AvroSerializer and AvroDeserializer against Tributary's registry and a real broker.
 
   interop.py produce --bootstrap B --registry R --topic T --count N   # AvroSerializer, auto-register
+  interop.py produce ... --records web_events [--rate R]   # the catalog's raw.web_events schema, R/s at most
   interop.py consume --bootstrap B --registry R --topic T --count N   # AvroDeserializer; JSON lines out
 """
 
@@ -10,6 +11,8 @@ import json
 import sys
 import time
 import uuid
+from decimal import Decimal
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -44,13 +47,51 @@ def record(i):
     }
 
 
+# The repository's catalog schema for raw.web_events (the archive's fault tests).
+WEB_EVENTS_SCHEMA = (Path(__file__).resolve().parents[2] / "schemas" / "raw.web_events-value.avsc").read_text()
+# 2025-11-24T16:00:00Z, events 100 ms apart: a run spans hours, so files are cut at hours too.
+WEB_EVENTS_BASE_MS = 1_764_000_000_000
+
+
+def web_event(i):
+    """Event i: keyed by its user, a purchase every tenth."""
+    purchase = i % 10 == 0
+    return {
+        "event_id": f"0b6f2d3c-7f1e-4d8a-9a53-{i:012x}",
+        "user_id": f"user-{i % 101}",
+        "event_type": "purchase" if purchase else "page_view",
+        "occurred_at": WEB_EVENTS_BASE_MS + i * 100,
+        "page": {"url": f"https://shop.test/p/{i}"},
+        "amount": Decimal(i % 10_000 + 1).scaleb(-2) if purchase else None,
+        "properties": {"ab": f"v{i % 3}"} if i % 4 == 0 else {},
+    }
+
+
 def produce(args):
     registry = SchemaRegistryClient({"url": args.registry})
-    serializer = AvroSerializer(registry, SCHEMA, lambda r, ctx: r)
+    schema, make, key = (
+        (WEB_EVENTS_SCHEMA, web_event, lambda r, i: r["user_id"])
+        if args.records == "web_events"
+        else (SCHEMA, record, lambda r, i: str(i))
+    )
+    serializer = AvroSerializer(registry, schema, lambda r, ctx: r)
     producer = Producer({"bootstrap.servers": args.bootstrap, "enable.idempotence": True})
+    ctx = SerializationContext(args.topic, MessageField.VALUE)
+    started = time.monotonic()
     for i in range(args.count):
-        ctx = SerializationContext(args.topic, MessageField.VALUE)
-        producer.produce(args.topic, key=str(i).encode(), value=serializer(record(i), ctx))
+        if args.rate and i % 500 == 0:
+            # At most --rate records per second: ahead of schedule, wait.
+            ahead = i / args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        value = make(i)
+        while True:
+            try:
+                producer.produce(args.topic, key=key(value, i).encode(), value=serializer(value, ctx))
+                break
+            except BufferError:
+                # The local queue is full: wait for acknowledgements, then go on.
+                producer.poll(0.1)
         producer.poll(0)
     if producer.flush(30) != 0:
         sys.exit("not every record was acknowledged")
@@ -97,6 +138,8 @@ def main():
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--records", choices=["orders", "web_events"], default="orders")
+    parser.add_argument("--rate", type=float, default=0, help="records per second at most (0: no limit)")
     args = parser.parse_args()
     produce(args) if args.command == "produce" else consume(args)
 

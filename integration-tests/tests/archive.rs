@@ -983,6 +983,292 @@ async fn crashes_while_writing_neither_lose_nor_duplicate_nor_overwrite() -> Res
     Ok(())
 }
 
+/// Records the outside producer of [`killed_five_times_under_an_outside_producer`] writes.
+const OUTSIDE_RECORDS: i64 = 200_000;
+
+/// The fault suite's first scenario (docs/reliability.md): an outside producer (Python
+/// confluent-kafka with its `AvroSerializer`, against our registry) writes 200,000 events,
+/// 5,000 a second, while the archive is SIGKILLed five times at random moments (within 2 s of
+/// each run's first new file; the seed is printed, `TRIBUTARY_FAULT_SEED` replays it). Every
+/// record must be in the lake exactly once, in files never replaced and never overlapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_under_an_outside_producer() -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    let started = Instant::now();
+    let bench = Bench::start().await?;
+    let lake = tempfile::tempdir()?;
+    let seed: u64 = match std::env::var("TRIBUTARY_FAULT_SEED") {
+        Ok(s) => s.parse().context("TRIBUTARY_FAULT_SEED")?,
+        Err(_) => rand::random(),
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/interop.py");
+    let mut producer = Command::new("python3")
+        .arg(script)
+        // 5,000 records a second: the five kills (each followed by a 6 s session timeout)
+        // fall while records still arrive.
+        .args([
+            "produce",
+            "--records",
+            "web_events",
+            "--rate",
+            "5000",
+            "--bootstrap",
+        ])
+        .arg(bench.broker.bootstrap())
+        .arg("--registry")
+        .arg(bench.registry.url())
+        .args(["--topic", TOPIC, "--count", &OUTSIDE_RECORDS.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("start python3 interop.py produce")?;
+    // Sessions of 6 s keep the five restarts short (a killed member leaves the group only when
+    // its session times out).
+    let mut archive = Archive::start(
+        &bench.broker,
+        &bench.registry,
+        "max_file_records = 5000\nmax_open_seconds = 2\nbatch_records = 1000",
+        &format!("url = \"file://{}\"", lake.path().display()),
+        "[kafka.extra]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"",
+    )?;
+    let mut watch = LakeWatch::default();
+    let mut kills = Vec::new();
+    let mut rows_at_kill = 0;
+    for n in 1..=5 {
+        // Once this run of the archive has written something (or everything is in), a random
+        // moment within the next two seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            watch.poll_dir(lake.path())?;
+            let rows = watch.row_count();
+            if rows > rows_at_kill || rows >= OUTSIDE_RECORDS as usize {
+                break;
+            }
+            if Instant::now() > deadline || !archive.is_running() {
+                bail!(
+                    "before kill {n}: no progress from {rows} rows (seed {seed})\n{}",
+                    archive.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..2_000))).await;
+        archive.kill()?;
+        watch.poll_dir(lake.path())?;
+        rows_at_kill = watch.row_count();
+        kills.push(format!(
+            "{:.1} s, {rows_at_kill} rows",
+            started.elapsed().as_secs_f64()
+        ));
+        archive.restart()?;
+    }
+    let status = tokio::task::block_in_place(|| producer.wait())?;
+    if !status.success() {
+        let mut stderr = String::new();
+        if let Some(mut err) = producer.stderr.take() {
+            std::io::Read::read_to_string(&mut err, &mut stderr)?;
+        }
+        bail!("the outside producer failed ({status}): {stderr}");
+    }
+    let produced_at = started.elapsed();
+    // The topic holds exactly what the producer wrote (it is idempotent): offsets 0..end.
+    let ends = committed_and_end(&bench.broker, ARCHIVE_GROUP, TOPIC)?;
+    let produced: Vec<(i32, i64)> = ends
+        .iter()
+        .flat_map(|(p, _, end)| (0..*end).map(move |o| (*p, o)))
+        .collect();
+    assert_eq!(
+        produced.len() as i64,
+        OUTSIDE_RECORDS,
+        "records in the topic (seed {seed})"
+    );
+    wait_for_rows(
+        &mut watch,
+        lake.path(),
+        &mut archive,
+        produced.len(),
+        Duration::from_secs(180),
+    )
+    .await?;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        watch.poll_dir(lake.path())?;
+    }
+    assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
+    watch.poll_dir(lake.path())?;
+    let rows = watch.row_count();
+    exactly_once(&watch, &produced, &archive)?;
+    let replays = archive.log().matches("file already in the lake").count();
+    println!(
+        "archive killed 5 times under an outside producer (seed {seed}): {} records, {rows} rows in the lake, lost 0, duplicated 0, objects replaced 0; \
+         kills at {}; {} files; {replays} replays found a file already in the lake; \
+         produced in {produced_at:.1?}, all archived after {:.1?}",
+        produced.len(),
+        kills.join("; "),
+        watch.files.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it) on a new folder. Mounting needs
+    /// root: CI runs as root; elsewhere the test says so and fails.
+    fn mount(size: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .context("run mount")?;
+        if !status.success() {
+            bail!(
+                "mount -t tmpfs failed ({status}): this test fills a small file system and needs root"
+            );
+        }
+        Ok(Self(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Grows the file system to `size`, keeping its files.
+    fn resize(&self, size: &str) -> Result<()> {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.path())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "remount {}: {status}",
+            self.path().display()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// The archive's `/readyz`: status and body (status 0 while the admin server does not answer
+/// yet).
+async fn readyz(archive: &Archive) -> Result<(u16, String)> {
+    match reqwest::get(format!("{}/readyz", archive.admin_url()?)).await {
+        Ok(answer) => Ok((answer.status().as_u16(), answer.text().await?)),
+        Err(e) if e.is_connect() => Ok((0, e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The fault suite's disk-full scenario (docs/reliability.md): the lake is a 512 KiB tmpfs that
+/// fills. Readers never see a partial Parquet file, `/readyz` answers 503 with the reason while
+/// the disk is full, and once the file system grows every record reaches the lake exactly once
+/// and the archive is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_and_loses_nothing() -> Result<()> {
+    let bench = Bench::start().await?;
+    let lake = Tmpfs::mount("512k")?;
+    let total: i64 = 40_000;
+    let step_ms = 2 * 3_600_000 / total;
+    let records = framed(0..total, bench.v1_id, &bench.v1, |i| {
+        event(i, step_ms, false)
+    })?;
+    let produced = produce(&bench.producer()?, &records).await?;
+    // Uncompressed files fill 512 KiB after a few thousand records.
+    let mut archive = bench.archive(
+        lake.path(),
+        "max_file_records = 1000\nmax_open_seconds = 1\nbatch_records = 1000\ncompression = \"none\"",
+    )?;
+    let mut watch = LakeWatch::default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let reason = loop {
+        watch.poll_dir(lake.path())?;
+        let (status, body) = readyz(&archive).await?;
+        if status == 503 && body.contains("lake:") {
+            break body;
+        }
+        if Instant::now() > deadline || !archive.is_running() {
+            bail!(
+                "the archive never reported the full lake: /readyz {status} {body:?}, {} rows\n{}",
+                watch.row_count(),
+                archive.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let full_at = watch.row_count();
+    // While full, for a few seconds: nothing half-written is visible, the archive keeps
+    // running and says why it is not ready.
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        watch.poll_dir(lake.path())?;
+    }
+    assert!(
+        watch.unreadable.is_empty(),
+        "partial Parquet files visible: {:?}",
+        watch.unreadable
+    );
+    assert!(
+        archive.is_running(),
+        "the archive died on a full disk\n{}",
+        archive.log()
+    );
+    let (status, still) = readyz(&archive).await?;
+    assert_eq!(
+        status, 503,
+        "still not ready while the disk is full: {still}"
+    );
+    assert!(
+        full_at < total as usize,
+        "the lake filled before every record: {full_at} rows"
+    );
+
+    lake.resize("64m")?;
+    let freed = Instant::now();
+    wait_for_rows(
+        &mut watch,
+        lake.path(),
+        &mut archive,
+        total as usize,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let recovered = freed.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = readyz(&archive).await?;
+        if status == 200 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not ready 30 s after the last file: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
+    watch.poll_dir(lake.path())?;
+    exactly_once(&watch, &produced, &archive)?;
+    let write_errors = archive
+        .log()
+        .matches("writing a file failed; retrying")
+        .count();
+    println!(
+        "disk full: {total} records; the 512 KiB lake filled at {full_at} rows; /readyz said {reason:?}; \
+         {write_errors} failed writes retried, no partial file visible; every record in the lake {recovered:.1?} \
+         after the file system grew; lost 0, duplicated 0, objects replaced 0; {} other files left in the lake folder",
+        other_files(lake.path()).len()
+    );
+    Ok(())
+}
+
 /// A bad magic byte, an unknown schema id and a truncated body between good records: the good
 /// ones are archived, the bad ones land in `dlq.archive` with their source and error, and the
 /// archive keeps running.

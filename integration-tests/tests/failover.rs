@@ -215,10 +215,12 @@ struct Pipeline {
     watch: LakeWatch,
     tick_schema: Schema,
     count_schema: Schema,
+    /// More `[kafka.extra]` lines for every replica.
+    kafka_extra: String,
 }
 
 impl Pipeline {
-    async fn start(kind: Kind, replicas: usize) -> Result<Self> {
+    async fn start(kind: Kind, replicas: usize, kafka_extra: &str) -> Result<Self> {
         let catalog = tempfile::tempdir()?;
         let input = unique("failover.ticks");
         let copies = unique("failover.copies");
@@ -258,6 +260,7 @@ impl Pipeline {
             watch: LakeWatch::default(),
             tick_schema: Schema::parse_str(TICK_SCHEMA)?,
             count_schema: Schema::parse_str(COUNT_SCHEMA)?,
+            kafka_extra: kafka_extra.to_string(),
         };
         for _ in 0..replicas {
             let replica = pipeline.start_replica()?;
@@ -276,8 +279,9 @@ impl Pipeline {
         // A killed member leaves the group when its session times out (librdkafka's default,
         // 45 s, is what the product keeps).
         let session = format!(
-            "[kafka.extra]\n\"session.timeout.ms\" = \"{}\"\n\"heartbeat.interval.ms\" = \"500\"",
-            SESSION.as_millis()
+            "[kafka.extra]\n\"session.timeout.ms\" = \"{}\"\n\"heartbeat.interval.ms\" = \"500\"\n{}",
+            SESSION.as_millis(),
+            self.kafka_extra
         );
         let common = format!("schemas = \"{schemas}\"\ngroup_id = \"{group}\"");
         let (binary, config) = match self.kind {
@@ -605,7 +609,32 @@ async fn drain_and_tally(pipeline: &mut Pipeline, feeder: Feeder) -> Result<Tall
     Ok(tally)
 }
 
-/// `replicas` replicas, `killed` of them SIGKILLed while records flow.
+/// What happens to the replicas that fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL: the process is gone (on Tansu it is restarted later, as a supervisor would).
+    Kill,
+    /// SIGSTOP for longer than the session timeout and `max.poll.interval.ms`, then SIGCONT: a
+    /// zombie that wakes up with the files it had open, its position and its old generation,
+    /// while the survivors own its partitions.
+    Freeze,
+}
+
+impl Fault {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Kill => "killed",
+            Self::Freeze => "frozen",
+        }
+    }
+}
+
+/// `max.poll.interval.ms` of the replicas in the [`Fault::Freeze`] tests: librdkafka's
+/// smallest allowed here (at least the session timeout) plus a second, so that a frozen
+/// replica overstays both.
+const MAX_POLL: Duration = Duration::from_secs(7);
+
+/// `replicas` replicas, `failed` of them SIGKILLed (or frozen with SIGSTOP) while records flow.
 ///
 /// Apache Kafka: the survivors take every partition within the session timeout plus
 /// [`GRACE`], and nothing is lost.
@@ -614,13 +643,27 @@ async fn drain_and_tally(pipeline: &mut Pipeline, feeder: Feeder) -> Result<Tall
 /// 0.6.0 leaves the dead members' partitions unread; docs/failover.md). Then the mitigation:
 /// the killed replicas are restarted, as Kubernetes or a supervisor would, and every partition
 /// must be processed again and nothing lost.
-async fn survivors_take_over(kind: Kind, replicas: usize, killed: usize) -> Result<()> {
-    let mut pipeline = Pipeline::start(kind, replicas).await?;
+///
+/// Frozen replicas get SIGCONT once the survivors had their time (on both brokers): they wake
+/// as zombies and must neither lose, duplicate nor overwrite anything (the archive's files are
+/// created, never replaced: docs/archive.md), and every partition must flow again.
+async fn survivors_take_over(
+    kind: Kind,
+    replicas: usize,
+    failed: usize,
+    fault: Fault,
+) -> Result<()> {
+    let extra = match fault {
+        Fault::Kill => String::new(),
+        Fault::Freeze => format!("\"max.poll.interval.ms\" = \"{}\"", MAX_POLL.as_millis()),
+    };
+    let mut pipeline = Pipeline::start(kind, replicas, &extra).await?;
     let broker = pipeline.broker();
     let label = format!(
-        "failover {} {}: {replicas} replicas, {killed} killed",
+        "failover {} {}: {replicas} replicas, {failed} {}",
         broker.name(),
-        kind.name()
+        kind.name(),
+        fault.verb()
     );
     let feeder = Feeder::start(
         &pipeline.stack,
@@ -630,18 +673,27 @@ async fn survivors_take_over(kind: Kind, replicas: usize, killed: usize) -> Resu
     .await?;
     pipeline.wait_until_shared(Duration::from_secs(90)).await?;
     let before = pipeline.assignment();
-    // Every partition flows through the group as it is before the kill.
+    // Every partition flows through the group as it is before the fault.
     let warm = watch_resume(&mut pipeline, &feeder, now_ms(), Duration::from_secs(60)).await?;
     ensure!(
         all_resumed(&warm).is_some(),
-        "{label}: not every partition flowed before the kill: {}\n{}",
+        "{label}: not every partition flowed before the fault: {}\n{}",
         describe(&warm),
         pipeline.logs()
     );
+    if fault == Fault::Freeze {
+        // Somewhere within the archive's one-second file (and the feature's one-second window),
+        // so that a frozen replica holds rows it has not written yet.
+        let jitter = now_ms().rem_euclid(1_000).unsigned_abs();
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+    }
 
-    let kill_ms = now_ms();
-    for replica in &mut pipeline.replicas[..killed] {
-        replica.kill()?;
+    let fail_ms = now_ms();
+    for replica in &mut pipeline.replicas[..failed] {
+        match fault {
+            Fault::Kill => replica.kill()?,
+            Fault::Freeze => replica.signal("STOP")?,
+        }
     }
     let window = SESSION + GRACE;
     // On Kafka a little longer, so that a slow takeover shows its figure before failing.
@@ -649,12 +701,12 @@ async fn survivors_take_over(kind: Kind, replicas: usize, killed: usize) -> Resu
         BrokerKind::Kafka => window + GRACE,
         BrokerKind::Tansu => window,
     };
-    let per_partition = watch_resume(&mut pipeline, &feeder, kill_ms, observe).await?;
+    let per_partition = watch_resume(&mut pipeline, &feeder, fail_ms, observe).await?;
     let recovery = all_resumed(&per_partition);
-    // The partitions that flow once the dead members' sessions expired: records written
+    // The partitions that flow once the failed members' sessions expired: records written
     // after the session timeout that came out within 4 s more.
     let session_ms = i64::try_from(SESSION.as_millis())?;
-    let settled_ms = kill_ms + session_ms + 4_000;
+    let settled_ms = fail_ms + session_ms + 4_000;
     let wait = settled_ms - now_ms();
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
@@ -663,7 +715,7 @@ async fn survivors_take_over(kind: Kind, replicas: usize, killed: usize) -> Resu
     let flowing: Vec<String> = resumed(
         &sent,
         &pipeline.outputs(&sent).await?.items,
-        kill_ms + session_ms,
+        fail_ms + session_ms,
     )
     .iter()
     .enumerate()
@@ -671,10 +723,10 @@ async fn survivors_take_over(kind: Kind, replicas: usize, killed: usize) -> Resu
     .map(|(p, _)| format!("p{p}"))
     .collect();
     println!(
-        "{label}: partitions held before the kill {before:?}, by the survivors after {:?}; \
+        "{label}: partitions held before the fault {before:?}, by the survivors after {:?}; \
          every partition processed again after {} (session timeout {} s); per partition: {}; \
          processed after the session timeout: {} of {PARTITIONS} [{}]",
-        pipeline.assignment()[killed..].to_vec(),
+        pipeline.assignment()[failed..].to_vec(),
         recovery.map_or("never".to_string(), seconds),
         SESSION.as_secs(),
         describe(&per_partition),
@@ -682,52 +734,71 @@ async fn survivors_take_over(kind: Kind, replicas: usize, killed: usize) -> Resu
         flowing.join(", ")
     );
 
-    match broker {
-        BrokerKind::Kafka => {
-            let bound = i64::try_from(window.as_millis())?;
-            ensure!(
-                recovery.is_some_and(|ms| ms <= bound),
-                "{label}: the survivors did not take every partition within {} s: {}\n{}",
-                window.as_secs(),
-                describe(&per_partition),
-                pipeline.logs()
-            );
-        }
-        BrokerKind::Tansu => {
-            // Not asserted: Tansu 0.6.0 leaves the dead members' partitions unread until a
-            // member joins the group (the line above printed what the survivors did). The
-            // mitigation: restart the killed replicas, as Kubernetes or a supervisor would.
-            let restart_ms = now_ms();
-            for replica in &mut pipeline.replicas[..killed] {
-                replica.restart()?;
+    if broker == BrokerKind::Kafka {
+        let bound = i64::try_from(window.as_millis())?;
+        ensure!(
+            recovery.is_some_and(|ms| ms <= bound),
+            "{label}: the survivors did not take every partition within {} s: {}\n{}",
+            window.as_secs(),
+            describe(&per_partition),
+            pipeline.logs()
+        );
+    }
+    // On Tansu not asserted: Tansu 0.6.0 leaves the failed members' partitions unread until a
+    // member joins the group (the line above printed what the survivors did). The mitigation
+    // for a crash: restart the killed replicas, as Kubernetes or a supervisor would. A frozen
+    // replica wakes up on either broker.
+    if fault == Fault::Freeze || broker == BrokerKind::Tansu {
+        let revive_ms = now_ms();
+        for replica in &mut pipeline.replicas[..failed] {
+            match fault {
+                Fault::Kill => replica.restart()?,
+                Fault::Freeze => replica.signal("CONT")?,
             }
-            let per_partition =
-                watch_resume(&mut pipeline, &feeder, restart_ms, Duration::from_secs(60)).await?;
-            let back = all_resumed(&per_partition);
-            println!(
-                "{label}: killed replicas restarted after {}: every partition processed again {} after the restart; per partition: {}",
-                seconds(restart_ms - kill_ms),
-                back.map_or("never".to_string(), seconds),
-                describe(&per_partition)
-            );
-            ensure!(
-                back.is_some(),
-                "{label}: not every partition was processed again within 60 s of the restart: {}\n{}",
-                describe(&per_partition),
-                pipeline.logs()
-            );
         }
+        let how = match fault {
+            Fault::Kill => "restarted",
+            Fault::Freeze => "woken with SIGCONT",
+        };
+        let per_partition =
+            watch_resume(&mut pipeline, &feeder, revive_ms, Duration::from_secs(60)).await?;
+        let back = all_resumed(&per_partition);
+        println!(
+            "{label}: {how} after {}: every partition processed again {} after that; per partition: {}",
+            seconds(revive_ms - fail_ms),
+            back.map_or("never".to_string(), seconds),
+            describe(&per_partition)
+        );
+        ensure!(
+            back.is_some(),
+            "{label}: not every partition was processed again within 60 s of being {how}: {}\n{}",
+            describe(&per_partition),
+            pipeline.logs()
+        );
     }
 
+    // What the woken zombies found already in the lake: their writes, refused.
+    let refused: usize = pipeline.replicas[..failed]
+        .iter()
+        .map(|r| r.log().matches("file already in the lake").count())
+        .sum();
     let tally = drain_and_tally(&mut pipeline, feeder).await?;
     println!(
-        "{label}: {} records in, {} lost, {} {}",
+        "{label}: {} records in, {} lost, {} {}{}",
         tally.records,
         tally.lost,
         tally.duplicates,
         match kind {
             Kind::Feature => "counted twice",
             _ => "duplicates",
+        },
+        if kind == Kind::Archive {
+            format!(
+                "; {} files, none replaced or overlapping; the failed replicas found {refused} files already in the lake",
+                pipeline.watch.files.len()
+            )
+        } else {
+            String::new()
         }
     );
     ensure!(tally.lost == 0, "{label}: {tally:?}");
@@ -740,32 +811,51 @@ async fn survivors_take_over(kind: Kind, replicas: usize, killed: usize) -> Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_one_of_two_killed() -> Result<()> {
-    survivors_take_over(Kind::Archive, 2, 1).await
+    survivors_take_over(Kind::Archive, 2, 1, Fault::Kill).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_two_of_three_killed() -> Result<()> {
-    survivors_take_over(Kind::Archive, 3, 2).await
+    survivors_take_over(Kind::Archive, 3, 2, Fault::Kill).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transform_one_of_two_killed() -> Result<()> {
-    survivors_take_over(Kind::Transform, 2, 1).await
+    survivors_take_over(Kind::Transform, 2, 1, Fault::Kill).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transform_two_of_three_killed() -> Result<()> {
-    survivors_take_over(Kind::Transform, 3, 2).await
+    survivors_take_over(Kind::Transform, 3, 2, Fault::Kill).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feature_one_of_two_killed() -> Result<()> {
-    survivors_take_over(Kind::Feature, 2, 1).await
+    survivors_take_over(Kind::Feature, 2, 1, Fault::Kill).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feature_two_of_three_killed() -> Result<()> {
-    survivors_take_over(Kind::Feature, 3, 2).await
+    survivors_take_over(Kind::Feature, 3, 2, Fault::Kill).await
+}
+
+/// The fault suite's zombie writer (docs/reliability.md): one of two archive replicas frozen
+/// past its session and `max.poll.interval.ms` while the other takes over, then woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_one_of_two_frozen_then_woken() -> Result<()> {
+    survivors_take_over(Kind::Archive, 2, 1, Fault::Freeze).await
+}
+
+/// A frozen transform replica: at-least-once, its duplicates counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_one_of_two_frozen_then_woken() -> Result<()> {
+    survivors_take_over(Kind::Transform, 2, 1, Fault::Freeze).await
+}
+
+/// A frozen feature replica: its windows must still count every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_one_of_two_frozen_then_woken() -> Result<()> {
+    survivors_take_over(Kind::Feature, 2, 1, Fault::Freeze).await
 }
 
 #[test]
