@@ -434,7 +434,12 @@ impl Pipeline {
             .replicas
             .iter()
             .enumerate()
-            .map(|(i, r)| format!("--- replica {i} ---\n{}", tail(&r.log(), 60)))
+            .map(|(i, r)| {
+                // An error's backtrace would push the error itself out of the tail.
+                let log = r.log();
+                let log = log.split("Stack backtrace:").next().unwrap_or_default();
+                format!("--- replica {i} ---\n{}", tail(log, 60))
+            })
             .collect();
         format!(
             "{replicas}--- broker ---\n{}",
@@ -782,6 +787,23 @@ async fn survivors_take_over(
         .iter()
         .map(|r| r.log().matches("file already in the lake").count())
         .sum();
+    if fault == Fault::Freeze {
+        // A pause is not a crash: the woken replicas run on (librdkafka's poll-interval error
+        // is survived by the consumer loop, which joins the group again).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (i, replica) in pipeline.replicas[..failed].iter_mut().enumerate() {
+            ensure!(
+                replica.is_running(),
+                "{label}: woken replica {i} exited\n{}",
+                replica.log()
+            );
+        }
+        let rejoined: usize = pipeline.replicas[..failed]
+            .iter()
+            .map(|r| r.log().matches("left its group").count())
+            .sum();
+        println!("{label}: the woken replicas left and rejoined the group {rejoined} times");
+    }
     let tally = drain_and_tally(&mut pipeline, feeder).await?;
     println!(
         "{label}: {} records in, {} lost, {} {}{}",

@@ -297,7 +297,15 @@ async fn consume_batches<H: BatchHandler>(
         let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            received = consumer.recv() => received.map_err(BusError::Consume)?,
+            received = consumer.recv() => match received {
+                Ok(message) => message,
+                Err(error) if rejoins_by_itself(&error) => {
+                    warn_rejoin(&error);
+                    apply_revocations(consumer, handler, &mut batch);
+                    continue;
+                }
+                Err(error) => return Err(BusError::Consume(error)),
+            },
             () = tick => {
                 // A rebalance handled inside the last poll: the handler must not write or
                 // store positions for partitions it no longer owns.
@@ -317,11 +325,16 @@ async fn consume_batches<H: BatchHandler>(
         let deadline = tokio::time::Instant::now() + config.max_batch_wait;
         while batch.len() < config.max_batch_records {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(received) => {
-                    let received = received.map_err(BusError::Consume)?;
+                Ok(Ok(received)) => {
                     apply_revocations(consumer, handler, &mut batch);
                     batch.push(owned(&received));
                 }
+                Ok(Err(error)) if rejoins_by_itself(&error) => {
+                    // Handle what is left of the batch (records of revoked partitions dropped).
+                    warn_rejoin(&error);
+                    break;
+                }
+                Ok(Err(error)) => return Err(BusError::Consume(error)),
                 Err(_elapsed) => break,
             }
         }
@@ -374,6 +387,25 @@ fn store_positions(
 /// Tells the handler about partitions revoked during the last poll, and drops the records of
 /// those partitions received before the revocation: their offsets were not stored, so their
 /// next owner (possibly this consumer again) reads them from the committed offset.
+/// Whether a receive error is one librdkafka recovers from by itself on the next poll: the
+/// process was paused (a GC-like stall, SIGSTOP, a frozen VM) for longer than
+/// `max.poll.interval.ms`, so librdkafka left the group and revoked every partition; the next
+/// poll joins again. Stopping the service there would turn a pause into an outage.
+fn rejoins_by_itself(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageConsumption(RDKafkaErrorCode::PollExceeded)
+    )
+}
+
+fn warn_rejoin(error: &KafkaError) {
+    warn!(
+        %error,
+        "the consumer was not polled within max.poll.interval.ms and left its group; its \
+         partitions are revoked and it joins again"
+    );
+}
+
 fn apply_revocations<H: BatchHandler>(
     consumer: &StreamConsumer<LoopContext>,
     handler: &mut H,
@@ -470,5 +502,23 @@ pub(crate) fn owned<M: Message>(m: &M) -> InboundRecord {
         payload: m.payload().map(<[u8]>::to_vec),
         timestamp_ms: m.timestamp().to_millis(),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_poll_interval_overrun_is_survived() {
+        assert!(rejoins_by_itself(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::PollExceeded
+        )));
+        assert!(!rejoins_by_itself(&KafkaError::MessageConsumptionFatal(
+            RDKafkaErrorCode::PollExceeded
+        )));
+        assert!(!rejoins_by_itself(&KafkaError::MessageConsumption(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        )));
     }
 }
