@@ -8,6 +8,7 @@
 //! - [`unique`]: random topic and group names, so tests never share state and can run twice.
 
 pub mod bench;
+pub mod faults;
 mod stack;
 
 pub use stack::{Stack, key_of, to_json};
@@ -359,6 +360,11 @@ impl S3 {
     /// The endpoint URL.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's port (for a proxy in front of it).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Lake settings for `s3://<bucket>/<prefix>` on this server.
