@@ -831,6 +831,88 @@ async fn survivors_take_over(
     Ok(())
 }
 
+/// The fault suite's broker crash (docs/reliability.md): while records flow through one
+/// replica, the broker is SIGKILLed and started again 3 s later on its data. The replica must
+/// ride it out (reconnect, rejoin its group, go on from its committed positions): every
+/// partition flows again, nothing is lost, and the archive and feature stay exactly-once.
+async fn across_a_broker_restart(kind: Kind) -> Result<()> {
+    let mut pipeline = Pipeline::start(kind, 1, "").await?;
+    let broker = pipeline.broker();
+    let label = format!("broker restart {} {}", broker.name(), kind.name());
+    let feeder = Feeder::start(
+        &pipeline.stack,
+        &pipeline.input.clone(),
+        kind == Kind::Feature,
+    )
+    .await?;
+    pipeline.wait_until_shared(Duration::from_secs(90)).await?;
+    let warm = watch_resume(&mut pipeline, &feeder, now_ms(), Duration::from_secs(60)).await?;
+    ensure!(
+        all_resumed(&warm).is_some(),
+        "{label}: not every partition flowed before the crash: {}\n{}",
+        describe(&warm),
+        pipeline.logs()
+    );
+    let kill_ms = now_ms();
+    tokio::task::block_in_place(|| pipeline.stack.broker.kill())?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| pipeline.stack.broker.restart())?;
+    let up_ms = now_ms();
+    let per_partition =
+        watch_resume(&mut pipeline, &feeder, up_ms, Duration::from_secs(60)).await?;
+    let back = all_resumed(&per_partition);
+    println!(
+        "{label}: broker killed, started again after {} (answering {} after the kill); every partition processed again {} after that; per partition: {}",
+        seconds(3_000),
+        seconds(up_ms - kill_ms),
+        back.map_or("never".to_string(), seconds),
+        describe(&per_partition)
+    );
+    ensure!(
+        back.is_some(),
+        "{label}: not every partition was processed again within 60 s of the restart: {}\n{}",
+        describe(&per_partition),
+        pipeline.logs()
+    );
+    ensure!(
+        pipeline.replicas[0].is_running(),
+        "{label}: the service exited during the broker's outage\n{}",
+        pipeline.logs()
+    );
+    let tally = drain_and_tally(&mut pipeline, feeder).await?;
+    println!(
+        "{label}: {} records in, {} lost, {} {}",
+        tally.records,
+        tally.lost,
+        tally.duplicates,
+        match kind {
+            Kind::Feature => "counted twice",
+            _ => "duplicates",
+        }
+    );
+    ensure!(tally.lost == 0, "{label}: {tally:?}");
+    ensure!(tally.problems.is_empty(), "{label}: {tally:?}");
+    if kind != Kind::Transform {
+        ensure!(tally.duplicates == 0, "{label}: {tally:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_across_a_broker_restart() -> Result<()> {
+    across_a_broker_restart(Kind::Archive).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_across_a_broker_restart() -> Result<()> {
+    across_a_broker_restart(Kind::Transform).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feature_across_a_broker_restart() -> Result<()> {
+    across_a_broker_restart(Kind::Feature).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_one_of_two_killed() -> Result<()> {
     survivors_take_over(Kind::Archive, 2, 1, Fault::Kill).await

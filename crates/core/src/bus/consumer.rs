@@ -299,8 +299,8 @@ async fn consume_batches<H: BatchHandler>(
             () = shutdown.cancelled() => break,
             received = consumer.recv() => match received {
                 Ok(message) => message,
-                Err(error) if rejoins_by_itself(&error) => {
-                    warn_rejoin(&error);
+                Err(error) if survivable(&error) => {
+                    warn_survived(&error);
                     apply_revocations(consumer, handler, &mut batch);
                     continue;
                 }
@@ -329,9 +329,9 @@ async fn consume_batches<H: BatchHandler>(
                     apply_revocations(consumer, handler, &mut batch);
                     batch.push(owned(&received));
                 }
-                Ok(Err(error)) if rejoins_by_itself(&error) => {
+                Ok(Err(error)) if survivable(&error) => {
                     // Handle what is left of the batch (records of revoked partitions dropped).
-                    warn_rejoin(&error);
+                    warn_survived(&error);
                     break;
                 }
                 Ok(Err(error)) => return Err(BusError::Consume(error)),
@@ -387,23 +387,41 @@ fn store_positions(
 /// Tells the handler about partitions revoked during the last poll, and drops the records of
 /// those partitions received before the revocation: their offsets were not stored, so their
 /// next owner (possibly this consumer again) reads them from the committed offset.
-/// Whether a receive error is one librdkafka recovers from by itself on the next poll: the
-/// process was paused (a GC-like stall, SIGSTOP, a frozen VM) for longer than
-/// `max.poll.interval.ms`, so librdkafka left the group and revoked every partition; the next
-/// poll joins again. Stopping the service there would turn a pause into an outage.
-fn rejoins_by_itself(error: &KafkaError) -> bool {
+/// Whether a receive error is one librdkafka recovers from by itself, so the loop goes on:
+///
+/// - `PollExceeded`: the process was paused (a GC-like stall, SIGSTOP, a frozen VM) for longer
+///   than `max.poll.interval.ms`, so librdkafka left the group and revoked every partition; the
+///   next poll joins again;
+/// - `BrokerTransportFailure`, `AllBrokersDown`: a broker restarts or the network drops;
+///   librdkafka reconnects with backoff, rejoins the group and fetches from the committed
+///   positions (partitions revoked meanwhile are dropped by the handler).
+///
+/// Stopping the service on them would turn a pause or a broker restart into an outage of the
+/// stage. Fatal errors (`MessageConsumptionFatal`) and everything else still stop it.
+fn survivable(error: &KafkaError) -> bool {
     matches!(
         error,
-        KafkaError::MessageConsumption(RDKafkaErrorCode::PollExceeded)
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::PollExceeded
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+        )
     )
 }
 
-fn warn_rejoin(error: &KafkaError) {
-    warn!(
-        %error,
-        "the consumer was not polled within max.poll.interval.ms and left its group; its \
-         partitions are revoked and it joins again"
-    );
+fn warn_survived(error: &KafkaError) {
+    if matches!(
+        error,
+        KafkaError::MessageConsumption(RDKafkaErrorCode::PollExceeded)
+    ) {
+        warn!(
+            %error,
+            "the consumer was not polled within max.poll.interval.ms and left its group; its \
+             partitions are revoked and it joins again"
+        );
+    } else {
+        warn!(%error, "the broker connection failed; librdkafka reconnects and the loop goes on");
+    }
 }
 
 fn apply_revocations<H: BatchHandler>(
@@ -510,14 +528,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_poll_interval_overrun_is_survived() {
-        assert!(rejoins_by_itself(&KafkaError::MessageConsumption(
+    fn pauses_and_broker_outages_are_survived_nothing_else() {
+        for code in [
+            RDKafkaErrorCode::PollExceeded,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+        ] {
+            assert!(
+                survivable(&KafkaError::MessageConsumption(code)),
+                "{code:?}"
+            );
+        }
+        assert!(!survivable(&KafkaError::MessageConsumptionFatal(
             RDKafkaErrorCode::PollExceeded
         )));
-        assert!(!rejoins_by_itself(&KafkaError::MessageConsumptionFatal(
-            RDKafkaErrorCode::PollExceeded
-        )));
-        assert!(!rejoins_by_itself(&KafkaError::MessageConsumption(
+        assert!(!survivable(&KafkaError::MessageConsumption(
             RDKafkaErrorCode::UnknownTopicOrPartition
         )));
     }
