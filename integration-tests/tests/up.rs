@@ -462,17 +462,30 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
     // Second run on the same folder: the broker's data is there and grows; the archive resumes.
     let mut up = Up::start(broker, &data, "2")?;
     let consumer: BaseConsumer = KafkaConfig::new(up.bootstrap()?).client_config().create()?;
+    // Kafka lists a topic before it has elected its partitions' leaders again after a
+    // restart (watermarks answer NotLeaderForPartition meanwhile): wait until every catalog
+    // topic's end offsets can be read.
+    let mut resumed = BTreeMap::new();
     wait_until(
         &mut up,
-        "the broker of the second run",
+        "the broker of the second run, every partition led",
         FLOW_TIMEOUT,
         || {
-            Ok(consumer
+            let listed = consumer
                 .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok_and(|m| m.topics().iter().any(|t| t.name() == "raw.web_events")))
+                .is_ok_and(|m| m.topics().iter().any(|t| t.name() == "raw.web_events"));
+            if !listed {
+                return Ok(false);
+            }
+            match end_offsets(&consumer, &topics) {
+                Ok(ends) => {
+                    resumed = ends;
+                    Ok(true)
+                }
+                Err(_) => Ok(false),
+            }
         },
     )?;
-    let resumed = end_offsets(&consumer, &topics)?;
     for (topic, n) in &first {
         assert!(
             resumed[topic] >= *n,
@@ -485,7 +498,9 @@ fn up_demo_runs_the_pipeline_stops_on_sigint_and_continues() -> Result<()> {
         "new web events after the restart",
         FLOW_TIMEOUT,
         || {
-            let now = end_offsets(&consumer, &topics)?;
+            let Ok(now) = end_offsets(&consumer, &topics) else {
+                return Ok(false);
+            };
             Ok(now["raw.web_events"] > first["raw.web_events"] + 100
                 && now["db.shop.orders"] > resumed["db.shop.orders"])
         },
