@@ -9,6 +9,10 @@
 //! progress record. It is still read on restore (a JSON value starts with `{`), and the first
 //! checkpoint after such a restore tombstones the old keys and rewrites their entities in
 //! format 2.
+//!
+//! Every format-2 entity record carries the checkpoint it belongs to in a header
+//! ([`STAMP_HEADER`]), so that a late checkpoint from a paused replica cannot replace a newer
+//! one on restore (`view.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +29,30 @@ pub(crate) const META_KEY: &[u8] = b"\0meta";
 
 /// Prefix of format-2 entity keys.
 const ENTITY_PREFIX: &[u8] = b"\0e";
+
+/// Header on every entity record (and tombstone) a checkpoint writes: the partition's next
+/// input offset that checkpoint saves, in decimal. A replica paused past its session (a zombie)
+/// can wake and write a checkpoint of its old state after the partition's new owner wrote
+/// newer ones; on restore, an entity's record with the highest stamp wins, not the last one.
+pub(crate) const STAMP_HEADER: &str = "tributary.checkpoint";
+
+/// The stamp header's value.
+pub(crate) fn encode_stamp(next_offset: i64) -> Vec<u8> {
+    next_offset.to_string().into_bytes()
+}
+
+/// The stamp of a changelog record, from its headers; `None` for records written before
+/// stamps (they rank below every stamped record and among themselves by log order).
+pub(crate) fn decode_stamp(headers: &[(String, Vec<u8>)]) -> Result<Option<i64>, FormatError> {
+    let Some((_, value)) = headers.iter().find(|(name, _)| name == STAMP_HEADER) else {
+        return Ok(None);
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .map(Some)
+        .ok_or_else(|| FormatError::Invalid(format!("checkpoint stamp {value:?}")))
+}
 
 /// An error reading a changelog record.
 #[derive(Debug, thiserror::Error)]

@@ -79,6 +79,9 @@ pub(crate) struct PartitionState {
     dirty: HashSet<String>,
     /// Format-1 keys read at restore: tombstoned by the next checkpoint.
     legacy_keys: HashSet<Vec<u8>>,
+    /// The restore found a late progress record of an older checkpoint after the newest one:
+    /// the next checkpoint writes the progress record again, so that compaction keeps the newest.
+    rewrite_meta: bool,
     /// Updated after being emitted: to emit again.
     reemit: HashSet<WindowKey>,
     touched: HashSet<String>,
@@ -130,6 +133,7 @@ impl PartitionState {
         self.next_offset != self.checkpointed
             || !self.dirty.is_empty()
             || !self.legacy_keys.is_empty()
+            || self.rewrite_meta
     }
 }
 
@@ -363,9 +367,21 @@ impl View {
 
     /// A partition's state from its changelog records, in offset order (either format; see
     /// `changelog.rs`).
+    ///
+    /// Records of two writers can interleave: a replica paused past its session wakes and
+    /// writes a checkpoint of its old state after the partition's new owner wrote newer ones.
+    /// Both computed the same function of the same input, so each key's newest checkpoint is
+    /// right: the progress record with the highest next offset wins, and for an entity the
+    /// record with the highest stamp (ties and unstamped records by log order). Keys whose last
+    /// record is a late one are marked to be written again by the next checkpoint, so that
+    /// the topic's compaction (which keeps the last record of a key) keeps the newest.
     fn restore(&self, records: &[InboundRecord]) -> anyhow::Result<PartitionState> {
         let mut state = PartitionState::default();
         let mut entities: HashMap<String, BTreeMap<i64, WindowState>> = HashMap::new();
+        let mut stamps: HashMap<String, i64> = HashMap::new();
+        let mut late: HashSet<String> = HashSet::new();
+        let mut late_records = 0_usize;
+        let mut newest_meta: Option<i64> = None;
         for r in records {
             let key = r.key.as_deref().unwrap_or_default();
             let payload = r.payload.as_deref();
@@ -379,19 +395,38 @@ impl View {
                     } else {
                         changelog::decode_meta(payload).context("changelog progress record")?
                     };
+                    if newest_meta.is_some_and(|newest| next_offset < newest) {
+                        state.rewrite_meta = true;
+                        late_records += 1;
+                        continue;
+                    }
+                    newest_meta = Some(next_offset);
+                    state.rewrite_meta = false;
                     state.next_offset = next_offset;
                     state.watermark = Some(watermark);
                 }
-                Key::Entity(entity) => match payload {
-                    Some(payload) => {
-                        let windows = changelog::decode_entity(payload)
-                            .with_context(|| format!("changelog record of {entity:?}"))?;
-                        entities.insert(entity.to_string(), windows);
+                Key::Entity(entity) => {
+                    let stamp = changelog::decode_stamp(&r.headers)
+                        .with_context(|| format!("changelog record of {entity:?}"))?
+                        .unwrap_or(i64::MIN);
+                    if stamps.get(entity).is_some_and(|&newest| stamp < newest) {
+                        late.insert(entity.to_string());
+                        late_records += 1;
+                        continue;
                     }
-                    None => {
-                        entities.remove(entity);
+                    stamps.insert(entity.to_string(), stamp);
+                    late.remove(entity);
+                    match payload {
+                        Some(payload) => {
+                            let windows = changelog::decode_entity(payload)
+                                .with_context(|| format!("changelog record of {entity:?}"))?;
+                            entities.insert(entity.to_string(), windows);
+                        }
+                        None => {
+                            entities.remove(entity);
+                        }
                     }
-                },
+                }
                 Key::Window(entity, start) => match payload {
                     Some(payload) => {
                         let window: WindowState =
@@ -416,12 +451,24 @@ impl View {
                 state.insert(&entity, start, window);
             }
         }
-        // Entities still in format 1: rewritten in format 2 by the next checkpoint.
+        // Entities still in format 1: rewritten in format 2 by the next checkpoint; so are
+        // those whose last record is a late one.
         state.dirty.clear();
         for key in &state.legacy_keys {
             if let Ok(Key::Window(entity, _)) = changelog::parse_key(key) {
                 state.dirty.insert(entity.to_string());
             }
+        }
+        state.dirty.extend(late);
+        if late_records > 0 {
+            tracing::warn!(
+                view = %self.name,
+                changelog = %self.changelog_topic,
+                records = late_records,
+                next_offset = state.next_offset,
+                "late changelog records of an older checkpoint ignored (a replica paused past \
+                 its session wrote them after the partition moved); the newest kept"
+            );
         }
         state.checkpointed = state.next_offset;
         Ok(state)
@@ -628,11 +675,12 @@ impl View {
             if !state.unsaved() {
                 continue;
             }
+            let stamp = changelog::encode_stamp(state.next_offset);
             let record = |key: Vec<u8>, payload: Option<Vec<u8>>| OutboundRecord {
                 topic: self.changelog_topic.clone(),
                 key: Some(key),
                 payload,
-                headers: Vec::new(),
+                headers: vec![(changelog::STAMP_HEADER.to_string(), stamp.clone())],
                 partition: Some(partition),
             };
             // Format-1 keys first: an entity's format-2 record after them supersedes them.
@@ -654,6 +702,7 @@ impl View {
                 changelog::encode_meta(state.next_offset, state.watermark.unwrap_or(i64::MIN));
             records.push(record(changelog::META_KEY.to_vec(), Some(meta)));
             state.checkpointed = state.next_offset;
+            state.rewrite_meta = false;
         }
         Ok(records)
     }
@@ -1057,7 +1106,7 @@ aggregation = [
                 key: r.key.clone(),
                 payload: r.payload.clone(),
                 timestamp_ms: None,
-                headers: Vec::new(),
+                headers: r.headers.clone(),
             })
             .collect()
     }
@@ -1257,6 +1306,63 @@ aggregation = [
         assert_eq!(restored.next_offset, 5);
         assert_eq!(restored.watermark, Some(90_000));
         assert_eq!(v.checkpointed().collect::<Vec<_>>(), vec![(0, 5)]);
+    }
+
+    /// The failure the fault suite's frozen feature replica found: the old owner of a partition,
+    /// paused past its session, wakes and checkpoints its old state after the new owner's
+    /// newer checkpoints. Restoring in log order took the late records, so the next owner
+    /// re-emitted a window with the old count and skipped the records in between.
+    #[tokio::test]
+    async fn a_late_checkpoint_of_a_paused_owner_does_not_replace_the_new_owners() {
+        let (_d, mut zombie) = view(r#"{ type = "tumbling", size = "1m" }"#, "0s").await;
+        let (_d2, mut owner) = view(r#"{ type = "tumbling", size = "1m" }"#, "0s").await;
+        let input = [
+            record(0, "a", 1_000, "view", None),
+            record(1, "b", 2_000, "view", None),
+            record(2, "a", 3_000, "buy", Some(1.0)),
+            record(3, "a", 4_000, "view", None),
+            record(4, "b", 5_000, "view", None),
+            record(5, "a", 61_000, "view", None),
+        ];
+        let batch = |from: usize, to: usize| input[from..to].iter().collect::<Vec<_>>();
+        // The first owner counts 0..=2 and checkpoints, then is paused; the new owner restores
+        // that checkpoint, counts 3..=5 and checkpoints twice.
+        zombie.process(0, &batch(0, 3)).await.unwrap();
+        let mut log = zombie.checkpoint().unwrap();
+        let restored = owner.restore(&inbound(&log)).unwrap();
+        owner.partitions.insert(0, restored);
+        owner.process(0, &batch(3, 5)).await.unwrap();
+        log.extend(owner.checkpoint().unwrap());
+        let out = owner.process(0, &batch(5, 6)).await.unwrap();
+        assert_eq!(emitted(&out).len(), 2, "a's and b's first minute closed");
+        log.extend(owner.checkpoint().unwrap());
+        // The paused owner wakes with record 3 in its batch and checkpoints: a, and progress 4.
+        zombie.process(0, &batch(3, 4)).await.unwrap();
+        let late = zombie.checkpoint().unwrap();
+        assert!(late.len() >= 2, "{late:?}");
+        log.extend(late);
+
+        let state = owner.restore(&inbound(&log)).unwrap();
+        let newest = &owner.partitions[&0];
+        assert_eq!(state.next_offset, 6);
+        assert_eq!(state.watermark, newest.watermark);
+        assert_eq!(state.entities, newest.entities);
+        assert_eq!(state.by_end, newest.by_end);
+        // The late keys are written again by the next checkpoint, so that compaction, which
+        // keeps a key's last record, keeps the newest.
+        assert!(state.unsaved());
+        assert!(state.dirty.contains("a"), "{:?}", state.dirty);
+        owner.partitions.insert(0, state);
+        log.extend(owner.checkpoint().unwrap());
+        let mut last: HashMap<Vec<u8>, InboundRecord> = HashMap::new();
+        for r in inbound(&log) {
+            last.insert(r.key.clone().unwrap_or_default(), r);
+        }
+        let compacted: Vec<InboundRecord> = last.into_values().collect();
+        let again = owner.restore(&compacted).unwrap();
+        assert_eq!(again.next_offset, 6);
+        assert_eq!(again.entities, owner.partitions[&0].entities);
+        assert!(!again.unsaved());
     }
 
     #[tokio::test]
