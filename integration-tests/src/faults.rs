@@ -10,9 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rand::SeedableRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// The fault suite's random schedule: seeded from `TRIBUTARY_FAULT_SEED` when set (to replay a
+/// failed run), else at random; the seed is returned so that the test prints it.
+pub fn fault_rng() -> Result<(u64, rand::rngs::StdRng)> {
+    let seed: u64 = match std::env::var("TRIBUTARY_FAULT_SEED") {
+        Ok(s) => s.parse().context("TRIBUTARY_FAULT_SEED")?,
+        Err(_) => rand::random(),
+    };
+    Ok((seed, rand::rngs::StdRng::seed_from_u64(seed)))
+}
 
 /// What the proxy does to connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -622,49 +622,49 @@ impl Ingest {
         ingest_keys: &str,
         extra: &str,
     ) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        // The catalog's file sources run only when a test asks for them.
-        let ingest_keys = if ingest_keys.contains("sources =") {
-            ingest_keys.to_string()
-        } else {
-            format!("sources = []\n{ingest_keys}")
-        };
-        let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
-        let config = format!(
-            "[ingest]\nlisten = \"127.0.0.1:{port}\"\nschemas = \"{}\"\n{ingest_keys}\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n[telemetry]\nadmin_addr = \"127.0.0.1:{}\"\nlog_filter = \"info,librdkafka=warn\"\n\n{extra}\n",
-            schemas.display(),
-            broker.bootstrap(),
-            registry.url(),
-            free_port()?
-        );
-        let path = dir.path().join("ingest.toml");
-        std::fs::write(&path, config)?;
-        let log = dir.path().join("ingest.log");
-        let out = std::fs::File::create(&log)?;
+        Self::start_with_kafka(broker, registry, ingest_keys, "", extra)
+    }
+
+    /// Starts the process on the configured port and waits until it listens; its output is
+    /// appended to the log.
+    fn spawn(&mut self) -> Result<()> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let mut child = Command::new(workspace_bin("tributary-ingest")?)
-            .arg(&path)
+            .arg(self._dir.path().join("ingest.toml"))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .context("start tributary-ingest")?;
         if let Err(e) = wait_for_port(
-            port,
+            self.port,
             &mut child,
             "tributary-ingest",
             Duration::from_secs(60),
         ) {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
             let _ = child.kill();
-            bail!("{e}\ningest log:\n{text}");
+            bail!("{e}\ningest log:\n{}", self.log());
         }
-        Ok(Self {
-            port,
-            child: Some(child),
-            log,
-            _dir: dir,
-        })
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills ingest with SIGKILL: requests in flight get no answer.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Kills and starts ingest again on the same port with the same config.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
     }
 
     /// Base URL of the API.
@@ -735,31 +735,14 @@ impl Ingest {
             free_port()?
         );
         std::fs::write(dir.path().join("ingest.toml"), config)?;
-        let log = dir.path().join("ingest.log");
-        let out = std::fs::File::create(&log)?;
-        let mut child = Command::new(workspace_bin("tributary-ingest")?)
-            .arg(dir.path().join("ingest.toml"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("start tributary-ingest")?;
-        if let Err(e) = wait_for_port(
+        let mut ingest = Self {
             port,
-            &mut child,
-            "tributary-ingest",
-            Duration::from_secs(60),
-        ) {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = child.kill();
-            bail!("{e}\ningest log:\n{text}");
-        }
-        Ok(Self {
-            port,
-            child: Some(child),
-            log,
+            child: None,
+            log: dir.path().join("ingest.log"),
             _dir: dir,
-        })
+        };
+        ingest.spawn()?;
+        Ok(ingest)
     }
 
     /// Base URL of the admin server (`/metrics`, `/healthz`, `/readyz`), from the generated config.
@@ -1239,6 +1222,44 @@ pub fn read_to_end(broker: &Broker, topic: &str, wait: Duration) -> Result<Vec<R
         );
     }
     Ok(records)
+}
+
+/// The group's committed position per partition of `topic` (-1 for none), and the
+/// partition's end offset.
+pub fn committed_and_end(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+) -> Result<Vec<(i32, i64, i64)>> {
+    let consumer: BaseConsumer = broker
+        .kafka()
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    partitions
+        .iter()
+        .map(|p| {
+            let position = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => -1,
+            };
+            let (_, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+            Ok((*p, position, high))
+        })
+        .collect()
 }
 
 // Failover tests (tests/failover.rs): any service on a catalog of the test's own, and what its

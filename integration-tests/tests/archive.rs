@@ -25,7 +25,8 @@ use tributary_core::schema::json::json_to_avro_datum;
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_integration_tests::{
-    Archive, Broker, Registry, S3, create_catalog_topics, init_logs, repo_catalog, unique,
+    Archive, Broker, Registry, S3, committed_and_end, create_catalog_topics, init_logs,
+    repo_catalog, unique,
 };
 
 fn web_event(i: i64) -> Value {
@@ -620,39 +621,6 @@ fn duckdb(statements: &[String]) -> Result<Vec<Vec<Vec<Value>>>> {
         .collect()
 }
 
-/// The group's committed position per partition of `topic`, and the partition's end offset.
-fn committed_and_end(broker: &Broker, group: &str, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
-    let consumer: BaseConsumer = broker
-        .kafka()
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(tpl, timeout)?;
-    partitions
-        .iter()
-        .map(|p| {
-            let position = match committed.find_partition(topic, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => -1,
-            };
-            let (_, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
-            Ok((*p, position, high))
-        })
-        .collect()
-}
-
 /// A record read back from a topic: (key, payload, headers).
 type ReadRecord = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
 
@@ -993,15 +961,11 @@ const OUTSIDE_RECORDS: i64 = 200_000;
 /// record must be in the lake exactly once, in files never replaced and never overlapping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_under_an_outside_producer() -> Result<()> {
-    use rand::{Rng, SeedableRng};
+    use rand::Rng;
     let started = Instant::now();
     let bench = Bench::start().await?;
     let lake = tempfile::tempdir()?;
-    let seed: u64 = match std::env::var("TRIBUTARY_FAULT_SEED") {
-        Ok(s) => s.parse().context("TRIBUTARY_FAULT_SEED")?,
-        Err(_) => rand::random(),
-    };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = tributary_integration_tests::faults::fault_rng()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/interop.py");
     let mut producer = Command::new("python3")
         .arg(script)

@@ -802,7 +802,17 @@ async fn survivors_take_over(
             .iter()
             .map(|r| r.log().matches("left its group").count())
             .sum();
-        println!("{label}: the woken replicas left and rejoined the group {rejoined} times");
+        // A woken feature replica may checkpoint its old state once more before it learns the
+        // partitions moved: the next owner's restore ignores those records (docs/feature.md).
+        let late: usize = pipeline
+            .replicas
+            .iter()
+            .map(|r| r.log().matches("late changelog records").count())
+            .sum();
+        println!(
+            "{label}: the woken replicas left and rejoined the group {rejoined} times; \
+             restores that ignored a late checkpoint: {late}"
+        );
     }
     let tally = drain_and_tally(&mut pipeline, feeder).await?;
     let archive = if kind == Kind::Archive {

@@ -1351,3 +1351,222 @@ async fn a_record_over_the_message_size_limit_is_a_client_error() -> Result<()> 
     s.assert_nothing_produced("a record over the message size limit")?;
     Ok(())
 }
+
+/// One acknowledged or refused attempt of the conservation test's clients.
+#[derive(Debug, Clone)]
+struct Attempt {
+    event_id: String,
+    /// Where the 200 answer says the record is; `None` for a refusal or a lost answer.
+    position: Option<(i32, i64)>,
+}
+
+/// Fault suite scenario 6 (docs/reliability.md): ingest conservation. Four HTTP clients send
+/// web events one per request, as real clients do: an event is sent again after a refusal
+/// (503), a transport error or a lost answer, until acknowledged. Meanwhile ingest and the
+/// broker are each SIGKILLed twice, in a seeded random order at random moments (the seed is
+/// printed, `TRIBUTARY_FAULT_SEED` replays it), and restarted. Every acknowledged record must
+/// be in the topic where its answer said (acknowledged-but-missing 0) and every event stored
+/// (lost 0); events stored more than once (an answer lost to a kill, or a refusal for a record
+/// the broker had already taken) are counted and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conservation_under_ingest_and_broker_kills() -> Result<()> {
+    use rand::Rng;
+    use rand::seq::SliceRandom;
+    const CLIENTS: u32 = 4;
+    let started = Instant::now();
+    let (seed, mut rng) = tributary_integration_tests::faults::fault_rng()?;
+    let mut s = stack(
+        &format!("request_timeout_ms = 2000\n{KEYS}"),
+        // Records queued while the broker is down wait for it (see the outage test above).
+        "delivery_timeout_ms = 60000",
+        "",
+    )
+    .await?;
+    let registry = s.registry_client()?;
+    let url = format!("{}/v1/topics/{TOPIC}/records", s.ingest.url());
+    let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let (attempts, stop, url) = (attempts.clone(), stop.clone(), url.clone());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        clients.push(tokio::spawn(async move {
+            let mut events = 0_u32;
+            while !stop.load(Ordering::SeqCst) {
+                let event = web_event(client * 1_000_000 + events);
+                let id = event["event_id"].as_str().unwrap_or_default().to_string();
+                events += 1;
+                // Until acknowledged (bounded: a client that never gets through fails the test).
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let answer = reply(
+                        http.post(&url)
+                            .header("x-api-key", "web-key")
+                            .header(CONTENT_TYPE, JSON)
+                            .body(event.to_string()),
+                    )
+                    .await;
+                    let position = match &answer {
+                        Ok(r) if r.status == StatusCode::OK => {
+                            let p = &r.body["records"][0];
+                            Some((
+                                p["partition"].as_i64().unwrap_or(-1) as i32,
+                                p["offset"].as_i64().unwrap_or(-1),
+                            ))
+                        }
+                        _ => None,
+                    };
+                    attempts
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Attempt {
+                            event_id: id.clone(),
+                            position,
+                        });
+                    if position.is_some() {
+                        break;
+                    }
+                    ensure!(
+                        Instant::now() < deadline,
+                        "event {id} not acknowledged within 120 s: last answer {:?}",
+                        answer.map(|r| r.status)
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            anyhow::Ok(events)
+        }));
+    }
+    let acknowledged = || {
+        attempts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|a| a.position.is_some())
+            .count()
+    };
+    // Faults: ingest and the broker twice each, in a seeded order, each after 2–5 s of traffic
+    // that got acknowledgements; ingest down 0.2–2 s, the broker 2–5 s.
+    let mut faults = ["ingest", "broker", "ingest", "broker"];
+    faults.shuffle(&mut rng);
+    let mut schedule = Vec::new();
+    for what in faults {
+        let before = acknowledged();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while acknowledged() < before + 20 {
+            ensure!(
+                Instant::now() < deadline,
+                "no acknowledgements before the {what} kill (seed {seed})\n{}",
+                s.ingest.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let run = Duration::from_millis(rng.random_range(2_000..5_000));
+        tokio::time::sleep(run).await;
+        let down = match what {
+            "ingest" => Duration::from_millis(rng.random_range(200..2_000)),
+            _ => Duration::from_millis(rng.random_range(2_000..5_000)),
+        };
+        let at = started.elapsed();
+        tokio::task::block_in_place(|| match what {
+            "ingest" => s.ingest.kill(),
+            _ => s.broker.kill(),
+        })?;
+        tokio::time::sleep(down).await;
+        tokio::task::block_in_place(|| match what {
+            "ingest" => s.ingest.restart(),
+            _ => s.broker.restart(),
+        })
+        .with_context(|| format!("restart {what} (seed {seed})"))?;
+        schedule.push(format!(
+            "{what} killed at {:.1} s for {:.1} s",
+            at.as_secs_f64(),
+            down.as_secs_f64()
+        ));
+    }
+    // Traffic after the last restart, then the clients finish the events they are sending.
+    let before = acknowledged();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while acknowledged() < before + 50 {
+        ensure!(
+            Instant::now() < deadline,
+            "no acknowledgements after the last restart (seed {seed}; {})\n{}",
+            schedule.join(", "),
+            s.ingest.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut events = 0;
+    for client in clients {
+        events += client
+            .await?
+            .with_context(|| format!("seed {seed}; {}", schedule.join(", ")))?;
+    }
+    let attempts = attempts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+
+    // The topic: which event is at which position.
+    let stored = tokio::task::block_in_place(|| read_topic(&s.broker, TOPIC))?;
+    let mut at: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &stored {
+        let (_, value) = decode(&registry, &record.payload).await?;
+        let id = event_id(&value).context("a record without event_id")?;
+        *copies.entry(id.clone()).or_default() += 1;
+        at.insert((record.partition, record.offset), id);
+    }
+    let sent: BTreeSet<&str> = attempts.iter().map(|a| a.event_id.as_str()).collect();
+    let unknown: Vec<&String> = at
+        .values()
+        .filter(|id| !sent.contains(id.as_str()))
+        .collect();
+    let acks: Vec<&Attempt> = attempts.iter().filter(|a| a.position.is_some()).collect();
+    let missing: Vec<&&Attempt> = acks
+        .iter()
+        .filter(|a| a.position.and_then(|p| at.get(&p)) != Some(&a.event_id))
+        .collect();
+    let lost: Vec<&&str> = sent
+        .iter()
+        .filter(|id| !copies.contains_key(**id))
+        .collect();
+    let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    let retried = attempts.len() - acks.len();
+    println!(
+        "ingest conservation on {} (seed {seed}; {}): {events} events from {CLIENTS} clients, \
+         {} requests ({retried} refused or unanswered and sent again), {} acknowledged, \
+         {} records in the topic; acknowledged-but-missing {}, lost {}, duplicated {duplicates}; \
+         {:.0} s",
+        s.broker.kind().name(),
+        schedule.join(", "),
+        attempts.len(),
+        acks.len(),
+        stored.len(),
+        missing.len(),
+        lost.len(),
+        started.elapsed().as_secs_f64()
+    );
+    ensure!(
+        unknown.is_empty(),
+        "records never sent: {unknown:?} (seed {seed})"
+    );
+    ensure!(
+        missing.is_empty(),
+        "acknowledged but not where the answer said: {missing:?} (seed {seed})"
+    );
+    ensure!(
+        lost.is_empty(),
+        "events never stored: {lost:?} (seed {seed})"
+    );
+    ensure!(
+        acks.len() == sent.len(),
+        "{} events, {} acknowledgements (seed {seed})",
+        sent.len(),
+        acks.len()
+    );
+    Ok(())
+}
