@@ -8,7 +8,8 @@
 #
 # The tests: the consumer loop's (unclean stop, rebalance, buffered commits), the archive's
 # crashes and dead letters, transform and feature killed mid-stream, ingest during a broker
-# outage, the registry's restart and replicas, and consumer-group failover. nextest's stress mode
+# outage, the registry's restart and replicas, and consumer-group failover (replicas killed, and
+# frozen then woken). nextest's stress mode
 # runs the whole set COUNT times and prints one summary; the exit code is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ export TRIBUTARY_TEST_BROKER="${TRIBUTARY_TEST_BROKER:-kafka}"
 # The delivery-critical set (issue 16); TRIBUTARY_SOAK_TESTS (a nextest filter) picks others, e.g.
 # the fault suite's first scenario 20 times (docs/reliability.md):
 #   TRIBUTARY_SOAK_TESTS='test(=killed_five_times_under_an_outside_producer)' bash integration-tests/soak.sh 20
-DEFAULT_FILTER='binary(consumer_loop) | (binary(failover) & test(/_killed$/))
+DEFAULT_FILTER='binary(consumer_loop) | (binary(failover) & test(/(_killed|_frozen_then_woken)$/))
   | test(=crashes_while_writing_neither_lose_nor_duplicate_nor_overwrite)
   | test(=a_dead_letter_after_good_records_is_committed)
   | (binary(transform) & test(=a_kill_mid_stream_loses_nothing))
