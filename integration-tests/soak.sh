@@ -9,8 +9,8 @@
 # The tests: the consumer loop's (unclean stop, rebalance, buffered commits), the archive's
 # crashes and dead letters, transform and feature killed mid-stream, ingest during a broker
 # outage, the registry's restart and replicas, and consumer-group failover (replicas killed, and
-# frozen then woken). nextest's stress mode
-# runs the whole set COUNT times and prints one summary; the exit code is non-zero on any failure.
+# frozen then woken). nextest's stress mode runs the whole set COUNT times and prints one
+# summary; the exit code is non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1565,6 +1565,69 @@ async fn a_dead_letter_after_good_records_is_committed() -> Result<()> {
     Ok(())
 }
 
+/// The measured attack of #18 (a): anyone who reaches the registry registers a schema with an
+/// array of nulls, then produces one 16-byte record claiming 2,000,000,000 of them. The archive
+/// panicked inside arrow-avro on it, and again on every restart: one record stopped the
+/// archive of every topic. It is now dead-lettered with the reason, in bounded time and
+/// memory, and the records around it are archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_claiming_billions_of_nulls_is_dead_lettered() -> Result<()> {
+    let bench = Bench::start().await?;
+    let lake = tempfile::tempdir()?;
+    let producer = bench.producer()?;
+    let attacker = bench
+        .client
+        .register(
+            "anything-value",
+            r#"{"type":"record","name":"X","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#,
+        )
+        .await?;
+    // 2,000,000,000 zig-zagged, then the end block.
+    let attack = wire::frame(attacker, &[0x80, 0xd0, 0xac, 0xf3, 0x0e, 0x00]);
+    assert_eq!(attack.len(), 11);
+    let mut records = framed(0..50, bench.v1_id, &bench.v1, |i| event(i, 1000, false))?;
+    records.push(OutboundRecord::new(TOPIC, Some(b"attack".to_vec()), attack));
+    records.extend(framed(50..100, bench.v1_id, &bench.v1, |i| {
+        event(i, 1000, false)
+    })?);
+    for r in &mut records {
+        r.partition = Some(0);
+    }
+    let produced = produce(&producer, &records).await?;
+    let good: Vec<(i32, i64)> = produced
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 50)
+        .map(|(_, p)| *p)
+        .collect();
+
+    let mut archive = bench.archive(lake.path(), "max_open_seconds = 1")?;
+    let mut watch = LakeWatch::default();
+    wait_for_rows(
+        &mut watch,
+        lake.path(),
+        &mut archive,
+        100 - 1,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let letters = tokio::task::block_in_place(|| {
+        read_topic(&bench.broker, "dlq.archive", 1, Duration::from_secs(10))
+    })?;
+    assert!(archive.is_running(), "{}", archive.log());
+    assert!(archive.stop()?, "clean exit on SIGTERM\n{}", archive.log());
+    watch.assert_exactly_once(&good)?;
+    assert_eq!(letters.len(), 1, "one dead letter");
+    let (key, _, headers) = &letters[0];
+    assert_eq!(key.as_deref(), Some(&b"attack"[..]));
+    let reason = headers.values().cloned().collect::<Vec<_>>().join(" | ");
+    assert!(
+        reason.contains("refused before decoding") && reason.contains("take no bytes"),
+        "{reason}"
+    );
+    Ok(())
+}
+
 /// The archive writing to `s3://` (moto): every record once, listed through object_store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archives_to_s3() -> Result<()> {

@@ -619,7 +619,25 @@ async fn an_invalid_record_refuses_the_whole_request() -> Result<()> {
     let r = reply(avro(vec![1, 2])).await?;
     invalid(&r, 0, "$", "not wire format");
     let r = reply(avro(wire::frame(registered.id + 1000, &datum))).await?;
-    assert_refused(&r, 400, "unknown_schema", "an unknown schema id");
+    assert_refused(&r, 422, "schema_not_of_topic", "an unknown schema id");
+    // An id of another topic's subject is refused too (#18: any schema id was taken).
+    let foreign = registry
+        .subject_version("raw.mobile_events-value", Version::Latest)
+        .await?;
+    let r = reply(avro(wire::frame(foreign.id, &datum))).await?;
+    assert_refused(
+        &r,
+        422,
+        "schema_not_of_topic",
+        "another subject's schema id",
+    );
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&foreign.id.to_string())),
+        "{:?}",
+        r.body
+    );
 
     s.assert_nothing_produced("400s")?;
 

@@ -188,6 +188,15 @@ async fn decode(
     let Some(Some(schema)) = schemas.get(&id) else {
         return undecoded("schema not in the registry".into());
     };
+    // A dead letter can be the record that claimed billions of items: walked first.
+    match tributary_core::schema::bounded::DatumBound::from_json(&schema.canonical_form()) {
+        Ok(bound) => {
+            if let Err(e) = bound.check(body) {
+                return undecoded(format!("refused before decoding: {e}"));
+            }
+        }
+        Err(e) => return undecoded(e.to_string()),
+    }
     let mut reader = body;
     let names = match apache_avro::schema::ResolvedSchema::try_from(schema) {
         Ok(resolved) => resolved.get_names().clone(),

@@ -280,16 +280,37 @@ async fn accept_avro(
     let writer = if id == codec.schema_id {
         codec.topic.value_schema.clone()
     } else {
+        // Only the topic's own schemas (any version of its subject): an id registered under
+        // another subject, or under none, is refused before its schema is fetched.
+        let subject = codec.topic.value_subject();
+        let unregistered = |detail: String| {
+            Reject::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "schema_not_of_topic",
+                format!("schema id {id} {detail}"),
+            )
+        };
+        let subjects =
+            state
+                .registry
+                .subjects_by_id(id)
+                .await
+                .map_err(|e| match e.error_code() {
+                    Some(40403) => unregistered("is not in the registry".to_string()),
+                    _ => Reject::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e)
+                        .retry(Duration::from_secs(1)),
+                })?;
+        if !subjects.contains(&subject) {
+            return Err(unregistered(format!(
+                "is not registered under {subject} (the topic's subject)"
+            )));
+        }
         let text = state
             .registry
             .schema_by_id(id)
             .await
             .map_err(|e| match e.error_code() {
-                Some(40403) => Reject::new(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_schema",
-                    format!("schema id {id} is not in the registry"),
-                ),
+                Some(40403) => unregistered("is not in the registry".to_string()),
                 _ => Reject::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e)
                     .retry(Duration::from_secs(1)),
             })?;

@@ -19,6 +19,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tributary_core::bus::{BusMetrics, Producer};
+use tributary_core::schema::bounded::DatumBound;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::RegistryClient;
 use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
@@ -87,6 +88,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             records::TopicCodec {
                 topic: topic.clone(),
                 schema_id: id,
+                bound: DatumBound::from_json(&topic.value_schema_json)
+                    .with_context(|| format!("the schema of {}", topic.name))?,
             },
         );
     }

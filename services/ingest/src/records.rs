@@ -6,6 +6,7 @@ use apache_avro::types::Value as Avro;
 use apache_avro::{Schema, from_avro_datum, to_avro_datum};
 use serde_json::Value as Json;
 use tributary_core::bus::OutboundRecord;
+use tributary_core::schema::bounded::{BoundError, DatumBound};
 use tributary_core::schema::catalog::Topic;
 use tributary_core::schema::json::json_to_avro;
 use tributary_core::schema::wire;
@@ -67,6 +68,8 @@ impl RecordError {
 pub(crate) struct TopicCodec {
     pub(crate) topic: Topic,
     pub(crate) schema_id: u32,
+    /// What an Avro record written with the topic's schema may claim (see `accept_avro`).
+    pub(crate) bound: DatumBound,
 }
 
 /// Splits a JSON or NDJSON body into records.
@@ -126,8 +129,29 @@ impl TopicCodec {
         framed: &[u8],
         writer: &Schema,
     ) -> Result<OutboundRecord, RecordError> {
-        let (_, mut body) =
+        let (id, mut body) =
             wire::parse(framed).map_err(|e| RecordError::new(0, "$", e.to_string()))?;
+        // Before the decoder trusts the record's item counts: a few bytes can claim billions
+        // of items (schema/bounded.rs).
+        let bound = if id == self.schema_id {
+            None
+        } else {
+            Some(
+                DatumBound::from_json(&writer.canonical_form())
+                    .map_err(|e| RecordError::new(0, "$", e.to_string()))?,
+            )
+        };
+        match bound.as_ref().unwrap_or(&self.bound).check(body) {
+            // The decoder below names what is malformed more precisely.
+            Ok(()) | Err(BoundError::Malformed(_)) => {}
+            Err(e) => {
+                return Err(RecordError::new(
+                    0,
+                    "$",
+                    format!("avro body refused before decoding: {e}"),
+                ));
+            }
+        }
         let value =
             from_avro_datum(writer, &mut body, Some(&self.topic.value_schema)).map_err(|e| {
                 RecordError::new(
@@ -189,6 +213,7 @@ mod tests {
             .unwrap()
             .clone();
         TopicCodec {
+            bound: DatumBound::from_json(&topic.value_schema_json).unwrap(),
             topic,
             schema_id: 42,
         }
@@ -254,6 +279,36 @@ mod tests {
         let again = c.accept_avro(payload, &c.topic.value_schema).unwrap();
         assert_eq!(again.key.as_deref(), Some(&b"u-1"[..]));
         assert_eq!(again.payload.as_deref(), Some(payload));
+    }
+
+    /// The measured attack (#18 b): 16 bytes claiming 400,000,000 nulls grew ingest to 13.5 GB.
+    /// Refused before decoding, at once; so is the topic's own schema claiming more map
+    /// entries than bytes.
+    #[test]
+    fn avro_bodies_claiming_billions_of_items_are_refused_before_decoding() {
+        let c = codec();
+        let attacker = Schema::parse_str(
+            r#"{"type":"record","name":"X","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#,
+        )
+        .unwrap();
+        // 400,000,000 zig-zagged, then the end block.
+        let framed = wire::frame(99, &[0x80, 0x90, 0xbc, 0xfd, 0x02, 0x00]);
+        let started = std::time::Instant::now();
+        let e = c.accept_avro(&framed, &attacker).unwrap_err();
+        assert!(e.message.contains("refused before decoding"), "{e:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+
+        // raw.web_events with its properties map claiming 400,000,000 entries.
+        let mut event = event("u");
+        event["properties"] = serde_json::json!({"k": "v"});
+        let good = c.encode_json(&[event]).unwrap().remove(0).payload.unwrap();
+        // The map is the last field: its count (1, zig-zag 2) is followed by "k", "v", 0.
+        let tail = [2, 2, b'k', 2, b'v', 0];
+        assert!(good.ends_with(&tail), "{good:?}");
+        let mut huge = good[..good.len() - tail.len()].to_vec();
+        huge.extend([0x80, 0x90, 0xbc, 0xfd, 0x02, 2, b'k', 2, b'v', 0]);
+        let e = c.accept_avro(&huge, &c.topic.value_schema).unwrap_err();
+        assert!(e.message.contains("claims 400000000 items"), "{e:?}");
     }
 
     #[test]

@@ -73,6 +73,8 @@ use arrow_avro::writer::format::AvroSoeFormat;
 use arrow_avro::writer::{Encoder, WriterBuilder};
 use bytes::Bytes;
 
+use super::bounded::{BoundError, DatumBound};
+
 /// The Confluent wire-format magic byte.
 const MAGIC: u8 = 0x00;
 
@@ -128,6 +130,11 @@ pub enum CodecError {
     /// An Avro schema is invalid, unsupported, or cannot be resolved to the reader schema.
     #[error("schema: {0}")]
     Schema(String),
+    /// The record claims more than its bytes can hold (billions of items that take no bytes,
+    /// more items than bytes, nesting past the limit): refused before decoding
+    /// ([`super::bounded`]).
+    #[error("refused before decoding: {0}")]
+    Bound(String),
 }
 
 /// Decodes Confluent-framed Avro payloads into Arrow record batches.
@@ -197,12 +204,15 @@ impl AvroBatchDecoder {
     /// Fails if the schema is not valid Avro, is not a record, uses something `arrow-avro` does
     /// not support, or cannot be resolved to the reader schema.
     pub fn register(&mut self, id: u32, schema_json: &str) -> Result<(), CodecError> {
+        let bound =
+            DatumBound::from_json(schema_json).map_err(|e| CodecError::Schema(e.to_string()))?;
         let mut writer = WriterDecoder {
             id,
             schema_json: Arc::from(schema_json),
             reader_schema: self.reader_schema.clone(),
             batch_size: self.batch_size,
             decoder: None,
+            bound: bound.needed().then_some(bound),
         };
         writer.rebuild()?;
         self.writers.insert(id, writer);
@@ -239,6 +249,15 @@ impl AvroBatchDecoder {
                 out.errors.push((index, CodecError::UnknownSchemaId(id)));
                 continue;
             };
+            // A malformed body is left to the decoder, which classifies it (truncated, ...).
+            if let Some(bound) = &writer.bound
+                && let Err(error) = bound.check(&payload[PREFIX_LEN..])
+                && !matches!(error, BoundError::Malformed(_))
+            {
+                out.errors
+                    .push((index, CodecError::Bound(error.to_string())));
+                continue;
+            }
             let p = pending.get_or_insert_with(|| Pending::new(id));
             if p.indices.is_empty() && !writer.is_empty() {
                 // Never expected; a decoder holding rows of no batch would mix them in.
@@ -358,6 +377,9 @@ struct WriterDecoder {
     batch_size: usize,
     /// `None` only when rebuilding failed (never expected: it succeeded once at registration).
     decoder: Option<Decoder>,
+    /// The checks a record of this schema must pass before `arrow-avro` sees it, when its
+    /// schema allows records that claim more than their bytes hold.
+    bound: Option<DatumBound>,
 }
 
 impl WriterDecoder {

@@ -2,6 +2,7 @@
 //! codecs (JSON -> Avro validation, Avro <-> Arrow in batches).
 
 pub mod arrow;
+pub mod bounded;
 pub mod catalog;
 pub mod compat;
 pub mod conform;

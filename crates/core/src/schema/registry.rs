@@ -199,6 +199,17 @@ impl RegistryClient {
         Ok(schema)
     }
 
+    /// The subjects a global id is registered under (asked of the registry every time: a
+    /// schema can be registered under another subject later).
+    pub async fn subjects_by_id(&self, id: u32) -> Result<Vec<String>, RegistryError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/schemas/ids/{id}/subjects"),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// A version of a subject (`Latest` is always asked of the registry; numbered versions also
     /// fill the id cache).
     pub async fn subject_version(

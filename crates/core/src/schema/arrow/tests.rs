@@ -1716,3 +1716,57 @@ fn re_registering_an_id_replaces_its_schema() {
         "s"
     );
 }
+
+/// A Confluent-framed record of one array field claiming `count` items, then the end block.
+fn claiming(count: i64) -> Vec<u8> {
+    let mut v = ((count << 1) ^ (count >> 63)) as u64;
+    let mut body = Vec::new();
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            body.push(byte);
+            break;
+        }
+        body.push(byte | 0x80);
+    }
+    body.push(0);
+    frame(ID, &body)
+}
+
+/// The measured attack (#18): a 16-byte record claiming 2,000,000,000 nulls made `arrow-avro`
+/// panic when building the batch (an i32 offset overflow), killing the archive on every
+/// restart. It is refused before decoding; its neighbours decode.
+#[test]
+fn a_record_claiming_billions_of_nulls_is_refused_not_a_panic() {
+    let schema = r#"{"type":"record","name":"X","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#;
+    let mut decoder = decoder_with(ID, schema);
+    let other = r#"{"type":"record","name":"Y","fields":[{"name":"n","type":"long"}]}"#;
+    decoder.register(ID + 1, other).unwrap();
+    let good = payloads(other, ID + 1, vec![record(vec![("n", Value::Long(5))])]).remove(0);
+    let attack = claiming(2_000_000_000);
+    assert_eq!(attack.len(), 11);
+    let out = decode_all(&mut decoder, &[good.clone(), attack, good]);
+    assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+    assert_eq!(out.errors[0].0, 1);
+    assert!(
+        matches!(&out.errors[0].1, CodecError::Bound(m) if m.contains("take no bytes")),
+        "{:?}",
+        out.errors
+    );
+    let rows: usize = out.batches.iter().map(|b| b.batch.num_rows()).sum();
+    assert_eq!(rows, 2);
+}
+
+/// Items that take bytes: a count beyond the bytes is a truncated record for `arrow-avro`,
+/// found without reserving room for the count.
+#[test]
+fn a_record_claiming_billions_of_longs_is_an_error() {
+    let schema = r#"{"type":"record","name":"X","fields":[{"name":"a","type":{"type":"array","items":"long"}}]}"#;
+    let mut decoder = decoder_with(ID, schema);
+    let started = std::time::Instant::now();
+    let out = decode_all(&mut decoder, &[claiming(2_000_000_000), claiming(1 << 62)]);
+    assert_eq!(out.errors.len(), 2, "{:?}", out.errors);
+    assert!(out.batches.is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
