@@ -18,8 +18,14 @@ pub(crate) struct Bucket {
 
 impl Bucket {
     pub(crate) fn of_millis(ms: i64) -> Self {
+        const HOUR_MS: i64 = 3_600_000;
+        // The hours nearest i64::MIN start before it: such a time (always corrupt) gets the
+        // lowest bucket, which is outside chrono's range like every absurd time (`dt=invalid`).
         Self {
-            hour_start_ms: ms.div_euclid(3_600_000) * 3_600_000,
+            hour_start_ms: ms
+                .div_euclid(HOUR_MS)
+                .checked_mul(HOUR_MS)
+                .unwrap_or(i64::MIN),
         }
     }
 
@@ -159,7 +165,12 @@ mod tests {
 
     #[test]
     fn absurd_times_stay_inside_the_prefix() {
-        let key = object_key("r", "t", Bucket::of_millis(i64::MAX), 0, 0);
-        assert!(key.starts_with("r/t/dt=invalid/"), "{key}");
+        // i64::MIN's hour started before i64::MIN: this overflowed (a panic in debug builds,
+        // a wrapped bucket in release ones).
+        for ms in [i64::MAX, i64::MIN, i64::MIN + 1, i64::MIN / 2, i64::MAX - 1] {
+            let key = object_key("r", "t", Bucket::of_millis(ms), 0, 0);
+            assert!(key.starts_with("r/t/dt=invalid/"), "{ms}: {key}");
+        }
+        assert_eq!(Bucket::of_millis(-1).hour_start_ms, -3_600_000);
     }
 }

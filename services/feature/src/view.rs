@@ -541,6 +541,17 @@ impl View {
                     .push((row.index, "time", "the event time is null".to_string()));
                 continue;
             };
+            // Window arithmetic near the ends of i64 would overflow: such a time is corrupt.
+            if !(-MAX_EVENT_TIME_MS..=MAX_EVENT_TIME_MS).contains(&time) {
+                outcome.rejected.push((
+                    row.index,
+                    "time",
+                    format!(
+                        "the event time {time} ms is out of range (more than {MAX_EVENT_TIME_MS} ms from 1970)"
+                    ),
+                ));
+                continue;
+            }
             let watermark = state.watermark.unwrap_or(i64::MIN);
             let accepted = apply(
                 state,
@@ -800,6 +811,11 @@ impl View {
         Ok(rows)
     }
 }
+
+/// The farthest event time from 1970 a record may have, in milliseconds: chrono's range (about
+/// 262,000 years each way), far inside i64, so that window starts, ends and lateness never
+/// overflow.
+const MAX_EVENT_TIME_MS: i64 = 8_210_266_876_799_999;
 
 /// One input record, evaluated.
 #[derive(Debug)]
@@ -1306,6 +1322,33 @@ aggregation = [
         assert_eq!(restored.next_offset, 5);
         assert_eq!(restored.watermark, Some(90_000));
         assert_eq!(v.checkpointed().collect::<Vec<_>>(), vec![(0, 5)]);
+    }
+
+    /// Event times at the ends of i64 overflowed the window arithmetic (#18); they are
+    /// rejected with the reason, and the records around them counted.
+    #[tokio::test]
+    async fn absurd_event_times_are_rejected_not_an_overflow() {
+        for window in [
+            r#"{ type = "tumbling", size = "1m" }"#,
+            r#"{ type = "hopping", size = "1m", slide = "20s" }"#,
+            r#"{ type = "session", gap = "20s" }"#,
+        ] {
+            let (_d, mut v) = view(window, "0s").await;
+            let records = [
+                record(0, "a", i64::MIN, "view", None),
+                record(1, "a", 1_000, "view", None),
+                record(2, "a", i64::MAX, "view", None),
+                record(3, "a", -MAX_EVENT_TIME_MS - 1, "view", None),
+            ];
+            let out = v
+                .process(0, &records.iter().collect::<Vec<_>>())
+                .await
+                .unwrap();
+            let rejected: Vec<usize> = out.rejected.iter().map(|(i, _, _)| *i).collect();
+            assert_eq!(rejected, vec![0, 2, 3], "{window}: {:?}", out.rejected);
+            assert!(out.rejected.iter().all(|(_, class, _)| *class == "time"));
+            assert!(v.open_windows() > 0, "{window}: the good record counted");
+        }
     }
 
     /// The failure the fault suite's frozen feature replica found: the old owner of a partition,

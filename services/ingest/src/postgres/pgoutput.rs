@@ -158,7 +158,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             let xid = r.u32()?;
             Message::Begin {
                 xid,
-                commit_micros: ts + PG_EPOCH_MICROS,
+                commit_micros: ts.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
+                    ParseError(format!(
+                        "commit time {ts} µs past 2000-01-01 is out of range"
+                    ))
+                })?,
             }
         }
         b'C' => {
@@ -360,6 +364,10 @@ mod tests {
                 commit_micros: PG_EPOCH_MICROS + 1_000_000
             }
         );
+        // A commit time near the end of i64 is an error, not an overflow.
+        let mut late = begin.clone();
+        late[9..17].copy_from_slice(&(i64::MAX - 5).to_be_bytes());
+        assert!(parse(&late).is_err());
         let mut commit = vec![b'C', 0];
         commit.extend(5u64.to_be_bytes());
         commit.extend(9u64.to_be_bytes());

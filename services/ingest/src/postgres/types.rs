@@ -267,9 +267,16 @@ fn timestamptz_micros(text: &str) -> Result<i64, String> {
     let mut seconds = 0i64;
     for (i, part) in offset[1..].split(':').enumerate() {
         let v: i64 = part.parse().map_err(|_| bad())?;
-        seconds += v * [3600, 60, 1].get(i).copied().ok_or_else(bad)?;
+        let unit = [3600, 60, 1].get(i).copied().ok_or_else(bad)?;
+        seconds = v
+            .checked_mul(unit)
+            .and_then(|s| seconds.checked_add(s))
+            .ok_or_else(bad)?;
     }
-    Ok(t.and_utc().timestamp_micros() - sign * seconds * 1_000_000)
+    seconds
+        .checked_mul(sign * 1_000_000)
+        .and_then(|offset| t.and_utc().timestamp_micros().checked_sub(offset))
+        .ok_or_else(bad)
 }
 
 /// `\x0a0b` as bytes.
@@ -389,6 +396,9 @@ mod tests {
             19_800_000_000
         );
         assert!(timestamptz_micros("infinity").is_err());
+        // An absurd offset is an error, not an overflow.
+        assert!(timestamptz_micros("1970-01-01 00:00:00+9999999999999999").is_err());
+        assert!(timestamptz_micros("1970-01-01 00:00:00-2562047789:00").is_err());
         assert_eq!(
             PgType::Timestamp.parse("1970-01-02 00:00:00").unwrap(),
             Value::LocalTimestampMicros(86_400_000_000)
