@@ -281,11 +281,7 @@ impl Broker {
 
     /// Kills the broker with SIGKILL (its data stays).
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        kill_child(&mut self.child)
     }
 
     /// Starts the broker again on the same ports and data.
@@ -577,11 +573,7 @@ impl Registry {
 
     /// Kills the registry with SIGKILL.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        kill_child(&mut self.child)
     }
 
     /// Kills and starts the registry again on the same port and topic.
@@ -654,11 +646,7 @@ impl Ingest {
 
     /// Kills ingest with SIGKILL: requests in flight get no answer.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        kill_child(&mut self.child)
     }
 
     /// Kills and starts ingest again on the same port with the same config.
@@ -816,11 +804,7 @@ impl Service {
 
     /// Kills the service with SIGKILL.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        kill_child(&mut self.child)
     }
 
     /// Starts it again after [`Service::kill`] or [`Service::stop`].
@@ -1142,6 +1126,15 @@ pub struct ReadRecord {
     /// Kafka timestamp in milliseconds since the epoch (when the record was produced, unless
     /// the topic uses LogAppendTime).
     pub timestamp_ms: Option<i64>,
+}
+
+/// SIGKILLs a child process, if running, and reaps it.
+fn kill_child(child: &mut Option<Child>) -> Result<()> {
+    if let Some(mut child) = child.take() {
+        child.kill()?;
+        child.wait()?;
+    }
+    Ok(())
 }
 
 /// Reads every partition of `topic` from the start until `count` records arrived or `wait`

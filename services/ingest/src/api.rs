@@ -14,7 +14,7 @@ use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{debug, warn};
 use tributary_core::bus::{BusError, OutboundRecord, Producer};
-use tributary_core::schema::registry::RegistryClient;
+use tributary_core::schema::registry::{RegistryClient, RegistryError};
 use tributary_core::schema::wire;
 
 use crate::config::{Credential, IngestSettings};
@@ -290,16 +290,16 @@ async fn accept_avro(
                 format!("schema id {id} {detail}"),
             )
         };
-        let subjects =
-            state
-                .registry
-                .subjects_by_id(id)
-                .await
-                .map_err(|e| match e.error_code() {
-                    Some(40403) => unregistered("is not in the registry".to_string()),
-                    _ => Reject::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e)
-                        .retry(Duration::from_secs(1)),
-                })?;
+        let registry_error = |e: RegistryError| match e.error_code() {
+            Some(40403) => unregistered("is not in the registry".to_string()),
+            _ => Reject::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e)
+                .retry(Duration::from_secs(1)),
+        };
+        let subjects = state
+            .registry
+            .subjects_by_id(id)
+            .await
+            .map_err(&registry_error)?;
         if !subjects.contains(&subject) {
             return Err(unregistered(format!(
                 "is not registered under {subject} (the topic's subject)"
@@ -309,11 +309,7 @@ async fn accept_avro(
             .registry
             .schema_by_id(id)
             .await
-            .map_err(|e| match e.error_code() {
-                Some(40403) => unregistered("is not in the registry".to_string()),
-                _ => Reject::new(StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable", e)
-                    .retry(Duration::from_secs(1)),
-            })?;
+            .map_err(&registry_error)?;
         apache_avro::Schema::parse_str(&text).map_err(|e| {
             Reject::new(
                 StatusCode::BAD_REQUEST,
