@@ -324,7 +324,6 @@ async fn run_stack(
         options.broker,
         layout,
         ports,
-        api_key,
         options.demo.then_some(shop_db),
         started.elapsed(),
     );
@@ -415,7 +414,6 @@ fn banner(
     broker: BrokerKind,
     layout: &Layout,
     ports: &Ports,
-    api_key: &str,
     demo: Option<Option<&shop_db::ShopDb>>,
     took: Duration,
 ) -> Vec<String> {
@@ -423,9 +421,11 @@ fn banner(
         format!("the stack is up (in {:.0} s):", took.as_secs_f64()),
         format!("  broker      {} ({})", ports.bootstrap(), broker.label()),
         format!("  registry    {}", ports.registry_url()),
+        // The key's file, not the key: terminals are recorded, shared and scrolled back.
         format!(
-            "  ingest      {}/v1/topics/<topic>/records   X-API-Key: {api_key}",
-            ports.ingest_url()
+            "  ingest      {}/v1/topics/<topic>/records   X-API-Key: $(cat {})",
+            ports.ingest_url(),
+            layout.api_key().display()
         ),
         format!(
             "  features    {}/v1/features/user_activity/<user_id>",
@@ -484,8 +484,21 @@ fn service_binaries() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The stack's ingest API key: read from `path`, or made up and written there (mode 0600).
+/// The stack's ingest API key: read from `path`, or made up and written there (mode 0600). An
+/// existing file that others may read is narrowed to 0600 first, with a warning.
 fn api_key(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the API key file was readable by others: set to 0600"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 600 {}", path.display()))?;
+    }
     if let Ok(key) = std::fs::read_to_string(path)
         && !key.trim().is_empty()
     {
@@ -551,4 +564,24 @@ fn init_logs(layout: &Layout) -> Result<()> {
         .with_writer(std::sync::Mutex::new(file))
         .try_init();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::fs::PermissionsExt;
+
+    /// #18: an existing key file others could read was reused as it was.
+    #[test]
+    fn the_api_key_file_is_made_and_kept_at_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-key");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let key = super::api_key(&path).unwrap();
+        assert!(key.starts_with("dev-"), "{key}");
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(super::api_key(&path).unwrap(), key, "the same key, kept");
+        assert_eq!(mode(&path), 0o600);
+    }
 }
