@@ -34,6 +34,7 @@ pub(crate) enum ActionKind {
 pub(crate) async fn webhook(
     client: &reqwest::Client,
     decl: &WebhookDecl,
+    allowed_env: &[String],
     action: &PendingAction,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -45,13 +46,19 @@ pub(crate) async fn webhook(
             .header("Idempotency-Key", &action.request_id)
             .json(&action.request);
         for (k, v) in &decl.headers {
-            request = request.header(k, resolve(v)?);
+            request = request.header(k, resolve(v, allowed_env)?);
         }
         match request.send().await {
             Ok(r) if r.status().is_success() => {
                 info!(request_id = %action.request_id, attempt, "webhook delivered");
                 return Ok(());
             }
+            // The client follows no redirect: the URL must be the final one.
+            Ok(r) if r.status().is_redirection() => bail!(
+                "webhook {} answered {} (redirects are not followed: configure the final URL)",
+                decl.url,
+                r.status()
+            ),
             Ok(r)
                 if r.status().is_client_error()
                     && r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS =>
@@ -75,13 +82,35 @@ pub(crate) async fn webhook(
     )
 }
 
-/// `{env:NAME}` is the variable's value; anything else is itself.
-fn resolve(value: &str) -> anyhow::Result<String> {
-    match value
+/// The variable a header value expands (`{env:NAME}`), if any.
+fn env_name(value: &str) -> Option<&str> {
+    value
         .strip_prefix("{env:")
         .and_then(|v| v.strip_suffix('}'))
-    {
-        Some(name) => std::env::var(name).with_context(|| format!("environment variable {name}")),
+}
+
+/// Checks, at start-up, that every `{env:NAME}` of a webhook's headers is allowed.
+pub(crate) fn check_webhook_env(decl: &WebhookDecl, allowed: &[String]) -> anyhow::Result<()> {
+    for (header, value) in &decl.headers {
+        if let Some(name) = env_name(value)
+            && !allowed.iter().any(|a| a == name)
+        {
+            bail!(
+                "webhook header {header} expands {{env:{name}}}, which train_trigger.webhook_env does not list"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `{env:NAME}` is the variable's value (only a variable `allowed` lists); anything else is
+/// itself.
+fn resolve(value: &str, allowed: &[String]) -> anyhow::Result<String> {
+    match env_name(value) {
+        Some(name) if allowed.iter().any(|a| a == name) => {
+            std::env::var(name).with_context(|| format!("environment variable {name}"))
+        }
+        Some(name) => bail!("environment variable {name} is not in train_trigger.webhook_env"),
         None => Ok(value.to_string()),
     }
 }
@@ -166,6 +195,67 @@ pub(crate) fn kubernetes_client(settings: &KubernetesSettings) -> anyhow::Result
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn only_allowed_variables_reach_webhook_headers() {
+        let decl = WebhookDecl {
+            url: "http://127.0.0.1:1/".into(),
+            headers: [("Authorization".to_string(), "{env:PATH}".to_string())].into(),
+            max_attempts: 1,
+        };
+        let allowed = vec!["PATH".to_string()];
+        assert!(check_webhook_env(&decl, &allowed).is_ok());
+        let e = check_webhook_env(&decl, &[]).unwrap_err().to_string();
+        assert!(e.contains("{env:PATH}") && e.contains("webhook_env"), "{e}");
+        assert_eq!(
+            resolve("{env:PATH}", &allowed).unwrap(),
+            std::env::var("PATH").unwrap()
+        );
+        assert!(resolve("{env:PATH}", &[]).is_err());
+        assert_eq!(resolve("Bearer x", &[]).unwrap(), "Bearer x");
+    }
+
+    /// A webhook answering 307 to another host: not followed, not retried, an error naming why.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let served = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                served.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://other.test/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let decl = WebhookDecl {
+            url: format!("http://{addr}/hook"),
+            headers: Default::default(),
+            max_attempts: 3,
+        };
+        let action = PendingAction {
+            request_id: "r-1".into(),
+            kind: ActionKind::Webhook,
+            request: serde_json::json!({"model": "m"}),
+        };
+        let e = webhook(&client, &decl, &[], &action, &CancellationToken::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redirects are not followed"), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "asked once, not retried");
+    }
 
     #[test]
     fn the_job_template_is_filled_in() {

@@ -20,6 +20,7 @@ batch_wait_ms = 100
 state_topic = "_tributary.train-trigger.state"
 archive_root = "file:///var/lib/tributary/lake"
 tick_seconds = 10
+webhook_env = []
 
 [train_trigger.kubernetes]
 api_url = "https://kubernetes.default.svc"
@@ -73,6 +74,9 @@ pub struct Settings {
     pub archive_root: String,
     /// How often schedules are checked and pending actions retried while no record arrives.
     pub tick_seconds: u64,
+    /// Environment variables a webhook header may expand with `{env:NAME}` (the catalog is
+    /// written by others than the operator: no other variable leaves the process).
+    pub webhook_env: Vec<String>,
     /// The Kubernetes API, for `kubernetes_job` actions.
     pub kubernetes: KubernetesSettings,
 }

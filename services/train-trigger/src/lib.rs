@@ -81,6 +81,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .register(&requests.value_subject(), &requests.value_schema_json)
         .await
         .context("register the schema of train.requests")?;
+    for decl in &declared {
+        if let Some(w) = &decl.webhook {
+            actions::check_webhook_env(w, &settings.webhook_env)
+                .with_context(|| format!("trigger {}", decl.name))?;
+        }
+    }
     let mut triggers = Vec::new();
     for decl in declared {
         let mut t = Trigger::plan(decl, &catalog, &settings.archive_root).await?;
@@ -169,8 +175,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     loop_config.max_batch_wait = Duration::from_millis(settings.batch_wait_ms);
     loop_config.tick_interval = Some(Duration::from_secs(settings.tick_seconds.max(1)));
     let mut handler = Triggers {
+        // Redirects are not followed: a webhook answering 3xx could send the request, and its
+        // headers, to another host.
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?,
         kubernetes: if settings.kubernetes.dry_run {
             reqwest::Client::new()
@@ -236,7 +245,16 @@ impl Triggers {
             for action in std::mem::take(&mut t.state.pending) {
                 let result = match action.kind {
                     actions::ActionKind::Webhook => match &t.decl.webhook {
-                        Some(w) => actions::webhook(&self.http, w, &action, &self.shutdown).await,
+                        Some(w) => {
+                            actions::webhook(
+                                &self.http,
+                                w,
+                                &self.settings.webhook_env,
+                                &action,
+                                &self.shutdown,
+                            )
+                            .await
+                        }
                         None => Ok(()),
                     },
                     actions::ActionKind::KubernetesJob => match &t.decl.kubernetes_job {
