@@ -852,20 +852,29 @@ async fn over_the_rate_limit_is_429_with_retry_after() -> Result<()> {
         "rate_limit_records_per_second = 1\nrate_limit_burst = 10\nmax_records_per_request = 10\n{KEYS}\n[[ingest.credentials]]\nname = \"web2\"\nsecret = \"web2-key\"\ntopics = [\"raw.web_events\"]\n"
     );
     let s = stack(&keys, "", "").await?;
+    // Tokens come back at 1 a second from the burst on; on a loaded machine an answer can take
+    // over a second (the broker's acknowledgement), so what is expected depends on the time
+    // since the burst.
+    let burst = Instant::now();
     let r = reply(s.post_json(&json!(events(0..10)))).await?;
     assert_eq!(r.status, 200, "the burst: {r:?}");
 
     let r = reply(s.post_json(&json!(events(10..20)))).await?;
+    let back = burst.elapsed().as_secs();
     assert_refused(&r, 429, "rate_limited", "10 more at once");
     let wait: u64 = r
         .retry_after
         .as_deref()
         .context("429 without Retry-After")?
         .parse()?;
-    assert!((9..=10).contains(&wait), "10 tokens at 1/s: {wait}");
-    let r = reply(s.post_json(&rich_event(20))).await?;
-    assert_refused(&r, 429, "rate_limited", "one more at once");
-    assert_eq!(r.retry_after.as_deref(), Some("1"), "{r:?}");
+    assert!(
+        wait <= 10 && wait + back + 1 >= 10,
+        "10 tokens at 1/s, {back} s after the burst: {wait}"
+    );
+    // More records than tokens came back since the burst (at most a request's 10).
+    let more = (u32::try_from(burst.elapsed().as_secs())? + 2).min(10);
+    let r = reply(s.post_json(&json!(events(20..20 + more)))).await?;
+    assert_refused(&r, 429, "rate_limited", "more than came back");
     assert_eq!(
         s.stored()?,
         10,

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tributary_core::schema::wire;
 use tributary_integration_tests::{
-    Archive, Feature, Ingest, LakeWatch, ReadRecord, Service, Stack, Transform, committed_and_end,
-    read_to_end, to_json, unique,
+    Archive, BrokerKind, Feature, Ingest, LakeWatch, ReadRecord, Service, Stack, Transform,
+    committed_and_end, read_to_end, to_json, unique,
 };
 
 fn repo_schemas() -> PathBuf {
@@ -297,7 +297,13 @@ async fn every_stage_killed_twice_counts_reconcile() -> Result<()> {
     let mut schedule = Vec::new();
     for (what, at) in order.iter().zip(moments) {
         tokio::time::sleep_until((flow + at).into()).await;
-        let down = Duration::from_millis(rng.random_range(200..1_500));
+        let mut down = Duration::from_millis(rng.random_range(200..1_500));
+        // Tansu 0.6.0 gives a replacement that joins while the dead member's session lasts no
+        // partition, and the group stays so (docs/failover.md): there, as a supervisor must,
+        // restart once the session (6 s) has expired.
+        if stack.broker.kind() == BrokerKind::Tansu {
+            down = down.max(Duration::from_secs(8));
+        }
         let service: &mut Service = match *what {
             "transform" => &mut transform,
             "feature" => &mut feature,
@@ -321,11 +327,12 @@ async fn every_stage_killed_twice_counts_reconcile() -> Result<()> {
     let sent_at = Instant::now();
 
     // Drained: every stage's group committed the end of its inputs.
-    let deadline = Instant::now() + Duration::from_secs(300);
+    // Within nextest's 5 minutes, so that a stuck stage is reported with its logs.
+    let deadline = Instant::now() + Duration::from_secs(150);
     while let Some(behind) = tokio::task::block_in_place(|| lagging(&stack, &stages))? {
         if Instant::now() > deadline {
             bail!(
-                "not drained 300 s after the last event: {behind} (seed {seed}; {schedule})\n\
+                "not drained 150 s after the last event: {behind} (seed {seed}; {schedule})\n\
                  --- transform ---\n{}\n--- feature ---\n{}\n--- archive ---\n{}",
                 transform.log(),
                 feature.log(),
