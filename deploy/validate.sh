@@ -6,11 +6,13 @@
 # 1. docker-compose.yml: dclint (the compose specification's JSON schema plus correctness rules)
 #    on the file as written; then the same schema on the model compose would run (YAML anchors
 #    merged, ${VARIABLES} substituted), with deploy/validate/check.py's checks of profiles,
-#    dependencies, health checks, secrets and the TRIBUTARY__* variables each binary accepts.
+#    dependencies, health checks, secrets, the TRIBUTARY__* variables and configuration files
+#    each binary accepts, and the credentials registry clients log in with.
 # 2. deploy/k8s: kustomize renders the base and both overlays; kubernetes-validate checks every
 #    object against the Kubernetes OpenAPI schemas (strict: unknown fields are errors) of the
 #    oldest and the newest Kubernetes version we support; check.py checks probes, resources,
-#    security contexts, references, secrets by reference, autoscaling and the catalog ConfigMaps.
+#    security contexts, references, secrets by reference (each pod mounting only the keys it
+#    reads), configuration files, registry credentials, autoscaling and the catalog ConfigMaps.
 #
 # Installs what it needs once, idempotently, under $TRIBUTARY_CACHE/deploy-tools (default
 # ~/.cache/tributary): a Python venv with kubernetes-validate (which bundles the schemas) and
@@ -85,7 +87,7 @@ for version in $K8S_VERSIONS; do
   done
 done
 
-step "deploy/k8s: probes, resources, security, references, secrets, scaling, catalog"
+step "deploy/k8s: probes, resources, security, references, secrets, credentials, scaling, catalog"
 # Every check passed is listed with VERBOSE=1; failures and notes always.
 status=0
 "$VENV/bin/python" deploy/validate/check.py k8s "${renders[@]}" > "$OUT/k8s-checks.txt" || status=$?

@@ -6,15 +6,18 @@
 The schema validators (dclint and the compose specification's JSON schema; kubernetes-validate)
 say whether each object is well formed. This says whether the objects fit together and fit the
 services: profiles and dependencies, health checks on the right port, TRIBUTARY__* variables
-that the binary's configuration accepts (each rejects unknown sections), secrets by reference,
-the catalog ConfigMaps holding every file of schemas/. Prints one line per check; exits 1 with
-every problem listed.
+and configuration files that the binary accepts (each rejects unknown sections), every secret
+file a mounted secret and no secret mounted that the process does not read, registry clients
+logging in as a registry user with the role they need, secrets by reference, the catalog
+ConfigMaps holding every file of schemas/. Prints one line per check; exits 1 with every problem
+listed.
 """
 
 import json
 import os
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -84,6 +87,125 @@ def catalog_files() -> tuple[set[str], set[str]]:
     return top, jobs
 
 
+# ---- configuration files and credentials ------------------------------------------------------
+
+
+def command_words(command) -> list[str]:
+    return command.split() if isinstance(command, str) else [w for c in command or [] for w in str(c).split()]
+
+
+def config_arg(command) -> str | None:
+    """The configuration file a service is given: the word after its binary (`tributary-x FILE`)."""
+    words = command_words(command)
+    for i, w in enumerate(words):
+        if re.fullmatch(r"tributary-[a-z-]+", w):
+            rest = words[i + 1:]
+            return rest[0] if rest and not rest[0].startswith("-") else None
+    return None
+
+
+def secret_files(value, path: str = "") -> list[tuple[str, str]]:
+    """The `{ file = "..." }` secrets of a parsed configuration file: (key, file)."""
+    if isinstance(value, dict):
+        if set(value) == {"file"} and isinstance(value["file"], str):
+            return [(path, value["file"])]
+        return [f for k, v in value.items() for f in secret_files(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in secret_files(v, f"{path}[{i}]")]
+    return []
+
+
+def bad_patterns(patterns) -> list[str]:
+    """Name patterns the services refuse (tributary_core::auth::Scope): empty, `*` not last."""
+    if not isinstance(patterns, list):
+        return [repr(patterns)]
+    return [repr(p) for p in patterns
+            if not isinstance(p, str) or not p or ("*" in p and p.index("*") != len(p) - 1)]
+
+
+REGISTRY_ROLES = ("read", "write", "admin")
+
+
+def check_config_file(where: str, binary: str, name: str, text: str) -> dict | None:
+    """A service's configuration file: TOML, sections the binary accepts, and the credentials
+    without which the service does not start (registry) or refuses every request (ingest, the
+    feature lookup)."""
+    try:
+        cfg = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        fail(f"{where}: {name} is not valid TOML: {e}")
+        return None
+    sections = config_sections(binary)
+    if sections is not None:
+        wrong = sorted(set(cfg) - sections)
+        check(not wrong, f"{where}: {name}'s sections are ones {binary} accepts",
+              f"{', '.join(wrong)} (sections: {', '.join(sorted(sections))})")
+    if binary == "tributary-registry":
+        settings = cfg.get("schema_registry", {})
+        users = settings.get("users", [])
+        anonymous = settings.get("anonymous", "none")
+        check(anonymous in ("none", "read"), f"{where}: {name}: schema_registry.anonymous is none or read",
+              repr(anonymous))
+        check(bool(users) or anonymous == "read",
+              f"{where}: {name} has registry users (without, and without anonymous reads, it does not start)")
+        names = [u.get("name") for u in users]
+        check(len(set(names)) == len(names), f"{where}: {name}: registry user names are unique", str(names))
+        for u in users:
+            check(u.get("role") in REGISTRY_ROLES and isinstance(u.get("password"), (str, dict))
+                  and not bad_patterns(u.get("subjects", ["*"])),
+                  f"{where}: {name}: registry user {u.get('name')} has a password, a role and valid subjects",
+                  f"role {u.get('role')!r} (one of {', '.join(REGISTRY_ROLES)}), subjects {u.get('subjects')!r}")
+    for section, scope in (("ingest", "topics"), ("feature", "views")):
+        if binary != f"tributary-{section}":
+            continue
+        creds = cfg.get(section, {}).get("credentials", [])
+        check(bool(creds), f"{where}: {name} has {section}.credentials (without, every request is refused)")
+        for c in creds:
+            # `topics` and `views` are aliases of one field.
+            patterns = c.get("topics", c.get("views"))
+            check(isinstance(c.get("secret"), (str, dict)) and patterns is not None and not bad_patterns(patterns),
+                  f"{where}: {name}: credential {c.get('name')} has a secret and valid {scope}",
+                  f"{scope} {patterns!r}")
+    return cfg
+
+
+def registry_users(cfg: dict | None, identify) -> dict[str, tuple[str, object]]:
+    """The registry's users: name -> (role, the secret its password is read from, by `identify`
+    in the registry's container; None when the password is not a file)."""
+    out = {}
+    for u in (cfg or {}).get("schema_registry", {}).get("users", []):
+        password = u.get("password")
+        out[u.get("name")] = (u.get("role"), identify(password["file"]) if isinstance(password, dict)
+                              and "file" in password else None)
+    return out
+
+
+def check_registry_client(where: str, command, env: dict[str, str], users, identify) -> None:
+    """A registry client logs in as a user of the registry with that user's password (the same
+    secret, by `identify` in the client's container), and the user may do what the process needs:
+    `tributary topics apply` sets compatibility levels (admin); a service registers the schemas
+    of its topics (write, and no more)."""
+    if "TRIBUTARY__REGISTRY__URL" not in env or users is None:
+        return
+    wanted = "admin" if "apply" in command_words(command) else "write"
+    user = env.get("TRIBUTARY__REGISTRY__USERNAME")
+    password = env.get("TRIBUTARY__REGISTRY__PASSWORD__FILE")
+    if not user or not password:
+        fail(f"{where}: a registry client needs TRIBUTARY__REGISTRY__USERNAME and __PASSWORD__FILE "
+             "(the registry refuses requests without credentials)")
+        return
+    if user not in users:
+        fail(f"{where}: registry user {user} is not one of the registry's ({', '.join(sorted(users))})")
+        return
+    role, theirs = users[user]
+    mine = identify(password)
+    check(mine is not None and mine == theirs,
+          f"{where}: logs in to the registry as {user} with the password the registry checks",
+          f"{password} is {mine}, the registry reads {theirs}")
+    check(role == wanted, f"{where}: its registry user {user} has the role it needs, {wanted}",
+          f"{user} has role {role}")
+
+
 # ---- docker compose --------------------------------------------------------------------------
 
 INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -130,6 +252,39 @@ def binary_of(command) -> str | None:
     """The Tributary binary a command runs, also through `bash -c "... exec tributary-x"`."""
     words = command.split() if isinstance(command, str) else [w for c in command or [] for w in str(c).split()]
     return next((w for w in words if re.fullmatch(r"tributary(-[a-z-]+)?", w)), None)
+
+
+def compose_mounts(svc: dict, kind: str) -> dict[str, str]:
+    """Where a service's `secrets` or `configs` are: path in the container -> top-level name."""
+    out = {}
+    for ref in svc.get(kind) or []:
+        source = ref if isinstance(ref, str) else ref["source"]
+        target = source if isinstance(ref, str) else ref.get("target", source)
+        out[target if target.startswith("/") else ("/run/secrets/" if kind == "secrets" else "/") + target] = source
+    return out
+
+
+def compose_config(name: str, svc: dict, model: dict, binary: str) -> dict | None:
+    """The configuration file given to a service's binary: a mounted config, checked."""
+    configs = compose_mounts(svc, "configs")
+    arg = config_arg(svc.get("command"))
+    if not configs and arg is None:
+        return None
+    check(set(configs) <= {arg}, f"{name}: every mounted config is the file given to {binary}",
+          ", ".join(sorted(set(configs) - {arg})))
+    if arg is None:
+        return None
+    defined = (model.get("configs") or {}).get(configs.get(arg, ""))
+    check(defined is not None, f"{name}: its configuration file {arg} is a mounted config")
+    if defined is None:
+        return None
+    if "content" in defined:
+        text = defined["content"]
+    elif "file" in defined and (ROOT / defined["file"]).is_file():
+        text = (ROOT / defined["file"]).read_text()
+    else:
+        return None  # a missing file is reported with the configs
+    return check_config_file(name, binary, defined.get("file", configs[arg]).removeprefix("./"), text)
 
 
 def check_compose(path: str, schema_path: str) -> None:
@@ -227,15 +382,42 @@ def check_compose(path: str, schema_path: str) -> None:
     dupes = sorted({p for p in published if published.count(p) > 1})
     check(not dupes, f"{len(published)} published host ports, none twice", ", ".join(dupes))
 
+    # Configuration files and credentials: each secret file a process reads is mounted, each
+    # secret mounted is read, registry clients log in as a user of the registry's file.
+    binaries = {n: binary_of(svc.get("command")) for n, svc in services.items()}
+    binaries = {n: b for n, b in binaries.items() if b}
+    configs = {n: compose_config(n, services[n], model, b) for n, b in binaries.items()}
+    users = None
+    for n, b in binaries.items():
+        if b == "tributary-registry":
+            users = registry_users(configs[n], compose_mounts(services[n], "secrets").get)
+    for n, b in binaries.items():
+        svc = services[n]
+        env = env_dict(svc.get("environment"))
+        secrets = compose_mounts(svc, "secrets")
+        in_config = {f for _, f in secret_files(configs[n] or {})}
+        if configs[n] is not None:
+            check(in_config <= set(secrets), f"{n}: every secret file of its configuration file is a mounted secret",
+                  ", ".join(sorted(in_config - set(secrets))))
+        read = ({v for k, v in env.items() if k.startswith("TRIBUTARY__") and k.endswith("__FILE")} | in_config
+                | set(re.findall(r"/run/secrets/[\w.-]+", " ".join(command_words(svc.get("command"))))))
+        check(set(secrets) <= read, f"{n}: mounts only the secrets it reads",
+              ", ".join(sorted(secrets[t] for t in set(secrets) - read)))
+        if b != "tributary-registry":
+            check_registry_client(n, svc.get("command"), env, users, secrets.get)
+
 
 # ---- Kubernetes ------------------------------------------------------------------------------
 
-# Secrets the manifests reference and an operator creates (deploy/README.md, "Secrets").
+# Secrets the manifests reference and an operator creates, with their keys (deploy/README.md,
+# "Kubernetes secrets").
 EXTERNAL_SECRETS = {
-    "tributary-kafka",
-    "tributary-lake-credentials",
-    "tributary-ingest-credentials",
-    "tributary-postgres",
+    "tributary-kafka": {"password"},
+    "tributary-lake-credentials": {"access_key_id", "secret_access_key"},
+    "tributary-ingest-credentials": {"default"},
+    "tributary-postgres": {"password"},
+    "tributary-registry-credentials": {"admin", "services"},
+    "tributary-feature-credentials": {"default"},
 }
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY)", re.I)
 
@@ -260,6 +442,52 @@ def check_k8s(name: str, path: str) -> None:
         # Generated names end in a content hash: tributary-catalog-2bggd98hk9.
         found = [(n, o) for n, o in configmaps.items() if re.fullmatch(rf"{prefix}-[a-z0-9]{{10}}", n)]
         return found[0] if len(found) == 1 else None
+
+    def secret_keys(name: str) -> set[str]:
+        """The keys of a Secret: generated in this render, else documented."""
+        if name in secrets:
+            return set(secrets[name].get("data") or {}) | set(secrets[name].get("stringData") or {})
+        return EXTERNAL_SECRETS.get(name, set())
+
+    def source(path: str, mounts: dict[str, str], volumes: dict[str, dict]) -> tuple | None:
+        """What a file of a container is: (Secret or ConfigMap, its name, the key; None when the
+        volume's items leave the file out), ("volume", name, path) for other volumes, None
+        outside every volume."""
+        for mount in sorted(mounts, key=len, reverse=True):
+            prefix = mount.rstrip("/") + "/"
+            if not path.startswith(prefix):
+                continue
+            rel, volume = path[len(prefix):], volumes.get(mounts[mount], {})
+            for kind, field, name_field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+                if field in volume:
+                    items = volume[field].get("items")
+                    key = next((i["key"] for i in items if i["path"] == rel), None) if items else rel
+                    return (kind, volume[field][name_field], key)
+            return ("volume", mounts[mount], rel)
+        return None
+
+    def config_text(command, mounts, volumes) -> tuple[str | None, tuple | None, str | None]:
+        """The configuration file given to a container's binary: (path, its source, its text)."""
+        arg = config_arg(command)
+        src = source(arg, mounts, volumes) if arg else None
+        text = (configmaps.get(src[1], {}).get("data") or {}).get(src[2]) if src and src[0] == "ConfigMap" else None
+        return arg, src, text
+
+    # The registry's users, for its clients' checks.
+    users = None
+    for d in deployments.values():
+        spec = pod_spec(d)
+        for c in spec["containers"]:
+            if binary_of(c.get("command")) != "tributary-registry":
+                continue
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            _, _, text = config_text(c.get("command"), mounts, volumes)
+            try:
+                cfg = tomllib.loads(text) if text else None
+            except tomllib.TOMLDecodeError:
+                cfg = None  # reported with the registry's container
+            users = registry_users(cfg, lambda f, m=mounts, v=volumes: source(f, m, v))
 
     cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
     stray = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objs
@@ -326,7 +554,13 @@ def check_k8s(name: str, path: str) -> None:
                       f"{where}: no privilege escalation, read-only root, no capabilities")
                 mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
                 check(all(m in volumes for m in mounts.values()), f"{where}: every mount has a volume")
+                # As the kubelet: envFrom first, env overrides it.
                 env: dict[str, str] = {}
+                for src in c.get("envFrom", []):
+                    ref = src.get("configMapRef") or {}
+                    if ref:
+                        check(ref["name"] in configmaps, f"{where}: envFrom ConfigMap {ref['name']} exists")
+                        env.update(configmaps.get(ref["name"], {}).get("data", {}))
                 for e in c.get("env", []):
                     if "value" in e:
                         env[e["name"]] = e["value"]
@@ -335,17 +569,17 @@ def check_k8s(name: str, path: str) -> None:
                     else:
                         env[e["name"]] = ""
                         ref = e["valueFrom"].get("configMapKeyRef") or e["valueFrom"].get("secretKeyRef")
-                        if ref and "secretKeyRef" in e["valueFrom"] and ref["name"] not in secrets:
-                            check(ref["name"] in EXTERNAL_SECRETS, f"{where}: Secret {ref['name']} is a documented one")
-                            external.add(ref["name"] + (" (optional)" if ref.get("optional") else ""))
+                        if ref and "secretKeyRef" in e["valueFrom"]:
+                            if ref["name"] not in secrets:
+                                check(ref["name"] in EXTERNAL_SECRETS,
+                                      f"{where}: Secret {ref['name']} is a documented one")
+                                external.add(ref["name"] + (" (optional)" if ref.get("optional") else ""))
+                            check(ref["key"] in secret_keys(ref["name"]),
+                                  f"{where}: {e['name']} from key {ref['key']} of Secret {ref['name']}",
+                                  f"keys: {', '.join(sorted(secret_keys(ref['name'])))}")
                         if ref and "configMapKeyRef" in e["valueFrom"]:
                             check(ref["name"] in configmaps and ref["key"] in configmaps[ref["name"]].get("data", {}),
                                   f"{where}: {e['name']} from ConfigMap {ref['name']}")
-                for src in c.get("envFrom", []):
-                    ref = src.get("configMapRef") or {}
-                    if ref:
-                        check(ref["name"] in configmaps, f"{where}: envFrom ConfigMap {ref['name']} exists")
-                        env.update(configmaps.get(ref["name"], {}).get("data", {}))
                 literal = sorted(k for k in env if SECRET_NAME.search(k) and not k.endswith("__FILE")
                                  and k.startswith("TRIBUTARY__") and env[k])
                 check(not literal, f"{where}: no secret value in the environment", ", ".join(literal))
@@ -356,6 +590,43 @@ def check_k8s(name: str, path: str) -> None:
                 binary = binary_of(c.get("command")) or ""
                 if binary:
                     check_env_sections(where, binary, list(env))
+
+                # The configuration file: a key of a mounted ConfigMap, checked like compose's.
+                cfg = None
+                arg, src, text = config_text(c.get("command"), mounts, volumes)
+                if arg:
+                    check(text is not None, f"{where}: its configuration file {arg} is a key of a mounted ConfigMap",
+                          str(src))
+                    if text is not None:
+                        cfg = check_config_file(where, binary, f"{src[1]}/{src[2]}", text)
+                else:
+                    etc = sorted(m for m in mounts if m.startswith("/etc/tributary"))
+                    check(not etc, f"{where}: mounts no configuration file it is not given", ", ".join(etc))
+
+                # Secret files (*__FILE variables, `{ file = ... }` of the configuration file):
+                # each a key of a mounted Secret; and each key mounted is one the process reads.
+                read: dict[str, set] = {}
+                refs = [(k, v) for k, v in env.items() if k.endswith("__FILE")]
+                refs += [(f"{arg} {k}", f) for k, f in secret_files(cfg or {})]
+                for label, f in refs:
+                    src = source(f, mounts, volumes)
+                    check(src is not None and src[0] == "Secret" and src[2] in secret_keys(src[1]),
+                          f"{where}: {label} is a key of a mounted Secret",
+                          f"{f} is {src}" + (f" (keys: {', '.join(sorted(secret_keys(src[1])))})"
+                                             if src and src[0] == "Secret" else ""))
+                    if src and src[0] == "Secret":
+                        read.setdefault(src[1], set()).add(src[2])
+                for vname in sorted(set(mounts.values())):
+                    secret = volumes.get(vname, {}).get("secret")
+                    if secret:
+                        items = secret.get("items")
+                        mounted = {i["key"] for i in items} if items else secret_keys(secret["secretName"])
+                        unread = sorted(mounted - read.get(secret["secretName"], set()))
+                        check(not unread, f"{where}: mounts only the keys of Secret {secret['secretName']} it reads",
+                              f"also {', '.join(unread)} (list the keys it reads under the volume's items)")
+                if binary and binary != "tributary-registry":
+                    check_registry_client(where, c.get("command"), env, users,
+                                          lambda f, m=mounts, v=volumes: source(f, m, v))
                 if kind == "Deployment":
                     ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
                     live = c.get("livenessProbe", {}).get("httpGet", {})

@@ -16,6 +16,7 @@ CPU time (getrusage RUSAGE_SELF: every thread, librdkafka's included).
 """
 
 import argparse
+import base64
 import io
 import json
 import os
@@ -52,8 +53,12 @@ WEB_EVENTS = pa.schema(
 )
 
 
-def fetch_schema(registry, schema_id):
-    with urllib.request.urlopen(f"{registry}/schemas/ids/{schema_id}", timeout=30) as r:
+def fetch_schema(registry, auth, schema_id):
+    request = urllib.request.Request(f"{registry}/schemas/ids/{schema_id}")
+    if auth:
+        token = base64.b64encode(auth.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=30) as r:
         return fastavro.parse_schema(json.loads(json.load(r)["schema"]))
 
 
@@ -81,6 +86,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--registry", required=True)
+    parser.add_argument("--registry-auth", help="USER:PASSWORD for HTTP basic authentication")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--records", type=int, required=True, help="stop after this many")
     parser.add_argument("--out", required=True, help="folder the Parquet files go to")
@@ -121,7 +127,7 @@ def main():
                 schema_id = int.from_bytes(value[1:5], "big")
                 schema = schemas.get(schema_id)
                 if schema is None:
-                    schema = schemas[schema_id] = fetch_schema(args.registry, schema_id)
+                    schema = schemas[schema_id] = fetch_schema(args.registry, args.registry_auth, schema_id)
                 row = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
                 row["event_id"] = row["event_id"].bytes
                 row["_kafka_topic"] = msg.topic()

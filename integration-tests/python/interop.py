@@ -1,7 +1,7 @@
 """An outside Confluent client for the interop tests: confluent-kafka's SchemaRegistryClient,
 AvroSerializer and AvroDeserializer against Tributary's registry and a real broker.
 
-  interop.py produce --bootstrap B --registry R --topic T --count N   # AvroSerializer, auto-register
+  interop.py produce --bootstrap B --registry R [--registry-auth U:P] --topic T --count N   # AvroSerializer, auto-register
   interop.py produce ... --records web_events [--rate R]   # the catalog's raw.web_events schema, R/s at most
   interop.py consume --bootstrap B --registry R --topic T --count N   # AvroDeserializer; JSON lines out
 """
@@ -67,8 +67,16 @@ def web_event(i):
     }
 
 
+def registry_client(args):
+    """The registry, with HTTP basic credentials as Confluent's clients send them."""
+    conf = {"url": args.registry}
+    if args.registry_auth:
+        conf["basic.auth.user.info"] = args.registry_auth
+    return SchemaRegistryClient(conf)
+
+
 def produce(args):
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = registry_client(args)
     schema, make, key = (
         (WEB_EVENTS_SCHEMA, web_event, lambda r, i: r["user_id"])
         if args.records == "web_events"
@@ -105,7 +113,7 @@ def plain(value):
 
 
 def consume(args):
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = registry_client(args)
     deserializer = AvroDeserializer(registry)
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
@@ -135,6 +143,7 @@ def main():
     parser.add_argument("command", choices=["produce", "consume"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--registry", required=True)
+    parser.add_argument("--registry-auth", help="USER:PASSWORD for HTTP basic authentication")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=120)

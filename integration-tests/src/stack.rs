@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tributary_core::bus::{BusMetrics, OutboundRecord, Producer, create_topics};
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::json::json_to_avro_datum;
-use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
+use tributary_core::schema::registry::RegistryClient;
 use tributary_core::schema::wire;
 
 use crate::{Broker, ReadRecord, Registry, init_logs, read_all};
@@ -39,7 +39,7 @@ impl Stack {
         let catalog = Catalog::load(schemas)?;
         create_topics(&broker.kafka(), &catalog.topic_specs(1)).await?;
         let registry = Registry::start(&broker)?;
-        let client = RegistryClient::new(&RegistryConfig::new(registry.url()))?;
+        let client = registry.client()?;
         let mut kafka = broker.kafka();
         // Tansu fails after librdkafka bumps an idempotent producer's epoch: never time out.
         kafka

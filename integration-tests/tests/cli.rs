@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tributary_core::schema::catalog::Catalog;
-use tributary_core::schema::registry::{RegistryClient, RegistryConfig, Version};
+use tributary_core::schema::registry::{RegistryClient, Version};
 use tributary_integration_tests::{Broker, BrokerKind, Registry, init_logs, workspace_bin};
 
 /// What a run of the command printed.
@@ -84,7 +84,7 @@ impl Stack {
                 "TRIBUTARY__KAFKA__BOOTSTRAP_SERVERS",
                 self.broker.bootstrap(),
             )
-            .env("TRIBUTARY__REGISTRY__URL", self.registry.url())
+            .envs(self.registry.env())
             .output()
             .await
             .context("run tributary")?;
@@ -136,9 +136,7 @@ impl Stack {
     }
 
     fn registry_client(&self) -> Result<RegistryClient> {
-        Ok(RegistryClient::new(&RegistryConfig::new(
-            self.registry.url(),
-        ))?)
+        self.registry.client()
     }
 }
 

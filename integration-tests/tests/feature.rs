@@ -304,6 +304,9 @@ async fn wait_for_agreement(
     Ok(counts)
 }
 
+/// A lookup API key allowed only the `sliding` view (the harness's own key may read all).
+const SLIDING_ONLY_KEY: &str = "sliding-only-key";
+
 fn start_feature(stack: &Stack, dir: &Path) -> Result<Feature> {
     Feature::start(
         &stack.broker,
@@ -311,7 +314,8 @@ fn start_feature(stack: &Stack, dir: &Path) -> Result<Feature> {
         dir,
         // Checkpoints every 300 ms, so that the kill test's restart restores saved windows.
         &format!(
-            "group_id = \"{}\"\nbatch_wait_ms = 20\ncheckpoint_ms = 300",
+            "group_id = \"{}\"\nbatch_wait_ms = 20\ncheckpoint_ms = 300\n\n\
+             [[feature.credentials]]\nname = \"sliding-reader\"\nsecret = \"{SLIDING_ONLY_KEY}\"\nviews = [\"sliding\"]\n",
             unique("feature")
         ),
         // A killed member leaves the group when its session times out (45 s by default).
@@ -348,8 +352,26 @@ async fn features_equal_duckdb_for_every_window_type_and_aggregation() -> Result
         .max_by_key(|((_, s), _)| *s)
         .context("u3 has windows")?;
     let client = reqwest::Client::new();
+    let url = format!("{}/v1/features/tumbling/u3", feature.api_url());
+    // Who may look up (docs/security.md): no key or an unknown one is 401, a key for other
+    // views 403, before anything about the view or entity is told.
+    for (key, status) in [
+        (None, 401),
+        (Some("not-a-key"), 401),
+        (Some(SLIDING_ONLY_KEY), 403),
+    ] {
+        let mut request = client.get(&url);
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = request.send().await?;
+        assert_eq!(response.status().as_u16(), status, "key {key:?}");
+        let body = response.text().await?;
+        assert!(!body.contains("window_start"), "{body}");
+    }
     let online: Value = client
-        .get(format!("{}/v1/features/tumbling/u3", feature.api_url()))
+        .get(&url)
+        .header("Authorization", format!("Bearer {}", feature.lookup_key()))
         .send()
         .await?
         .error_for_status()?
@@ -367,6 +389,7 @@ async fn features_equal_duckdb_for_every_window_type_and_aggregation() -> Result
     );
     let missing = client
         .get(format!("{}/v1/features/tumbling/nobody", feature.api_url()))
+        .header("X-API-Key", feature.lookup_key())
         .send()
         .await?;
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
@@ -464,6 +487,7 @@ async fn a_kill_mid_stream_changes_no_final_feature() -> Result<()> {
     }
     feature.kill()?;
     produce_events(&stack, &events[2_500..]).await?;
+    tokio::time::sleep(stack.broker.replacement_delay()).await;
     feature.restart()?;
     flush(&stack).await?;
     let expected = expected(&events)?;

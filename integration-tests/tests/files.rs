@@ -144,11 +144,11 @@ async fn files_are_ingested_once_and_bad_rows_are_dead_lettered() -> Result<()> 
     write_catalog(dir.path(), landing.path())?;
     let stack = Stack::start(dir.path()).await?;
     let config = format!(
-        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nsources = [\"products\"]\nfiles_progress_topic = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n",
+        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nsources = [\"products\"]\nfiles_progress_topic = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n{}",
         dir.path().display(),
         unique("_files"),
         stack.broker.bootstrap(),
-        stack.registry.url()
+        stack.registry.section()
     );
     let mut csv = String::from(HEADER);
     for i in 0..ROWS {
@@ -266,12 +266,12 @@ async fn files_on_s3_are_ingested_once() -> Result<()> {
     )?;
     let stack = Stack::start(dir.path()).await?;
     let config = format!(
-        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nfiles_progress_topic = \"{}\"\n\n[ingest.object_store]\ns3_endpoint = \"{}\"\ns3_region = \"us-east-1\"\ns3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\nallow_http = true\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n",
+        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nfiles_progress_topic = \"{}\"\n\n[ingest.object_store]\ns3_endpoint = \"{}\"\ns3_region = \"us-east-1\"\ns3_access_key_id = \"test\"\ns3_secret_access_key = \"test\"\nallow_http = true\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n{}",
         dir.path().display(),
         unique("_files"),
         s3.endpoint(),
         stack.broker.bootstrap(),
-        stack.registry.url()
+        stack.registry.section()
     );
     let lake = tributary_core::lake::Lake::open(&s3.lake("landing"))?;
     let body = format!("{HEADER}{}{}{}", csv_row(7), csv_row(8), csv_row(9));

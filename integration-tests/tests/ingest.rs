@@ -18,7 +18,7 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tributary_core::schema::json::json_to_avro;
-use tributary_core::schema::registry::{RegistryClient, RegistryConfig, Version};
+use tributary_core::schema::registry::{RegistryClient, Version};
 use tributary_core::schema::wire;
 use tributary_integration_tests::{
     Broker, Ingest, Registry, create_catalog_topics, init_logs, unique,
@@ -31,12 +31,18 @@ secret = "web-key"
 topics = ["raw.web_events"]
 "#;
 
-/// A key for another topic only, and a bearer token allowed every topic.
+/// A key for another topic only, a key for the `raw.` topics (as `tributary up`'s), and a
+/// bearer token allowed every topic.
 const MORE_KEYS: &str = r#"
 [[ingest.credentials]]
 name = "mobile"
 secret = "mobile-key"
 topics = ["raw.mobile_events"]
+
+[[ingest.credentials]]
+name = "apps"
+secret = "raw-key"
+topics = ["raw.*"]
 
 [[ingest.credentials]]
 name = "ops"
@@ -164,9 +170,7 @@ impl Stack {
     }
 
     fn registry_client(&self) -> Result<RegistryClient> {
-        Ok(RegistryClient::new(&RegistryConfig::new(
-            self.registry.url(),
-        ))?)
+        self.registry.client()
     }
 
     /// Asserts that no record reached the topic: every partition's high-water mark is 0.
@@ -512,6 +516,12 @@ async fn refuses_unknown_credentials_foreign_and_unknown_topics() -> Result<()> 
         !r.body.to_string().contains("mobile-key"),
         "the answer never shows the secret: {r:?}"
     );
+    // A key scoped to a prefix writes nothing outside it: not the change-capture topics, not
+    // the training requests (docs/security.md).
+    for topic in ["train.requests", "db.shop.orders", "clean.web_events"] {
+        let r = reply(json_body(s.post(topic, Some("raw-key")))).await?;
+        assert_refused(&r, 403, "forbidden", &format!("raw.* key on {topic}"));
+    }
 
     for key in ["web-key", "ops-token"] {
         let r = reply(json_body(s.post("raw.no_such_topic", Some(key)))).await?;
@@ -525,14 +535,17 @@ async fn refuses_unknown_credentials_foreign_and_unknown_topics() -> Result<()> 
         0
     );
 
-    // The same body with a valid bearer token is stored: the refusals were about credentials.
+    // The same body with a valid bearer token is stored: the refusals were about credentials;
+    // and with the prefix key, inside its prefix.
     let r = reply(json_body(
         s.post(TOPIC, None)
             .header("authorization", "Bearer ops-token"),
     ))
     .await?;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(s.stored()?, 2);
+    let r = reply(json_body(s.post(TOPIC, Some("raw-key")))).await?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(s.stored()?, 4);
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use tributary_core::bus::{
 };
 use tributary_core::schema::arrow::AvroBatchDecoder;
 use tributary_core::schema::json::json_to_avro_datum;
-use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
+use tributary_core::schema::registry::RegistryClient;
 use tributary_core::schema::wire;
 use tributary_integration_tests::{Broker, Registry, init_logs, unique};
 
@@ -80,7 +80,7 @@ async fn tributary_producer_to_confluent_deserializer() -> Result<()> {
     )
     .await?;
 
-    let client = RegistryClient::new(&RegistryConfig::new(registry.url()))?;
+    let client = registry.client()?;
     let id = client.register(&format!("{topic}-value"), SCHEMA).await?;
     let schema = Schema::parse_str(SCHEMA)?;
     let producer = Producer::new(&broker.kafka(), BusMetrics::default())?;
@@ -102,6 +102,8 @@ async fn tributary_producer_to_confluent_deserializer() -> Result<()> {
         &broker.bootstrap(),
         "--registry",
         &registry.url(),
+        "--registry-auth",
+        &registry.user_info(),
         "--topic",
         &topic,
         "--count",
@@ -199,6 +201,8 @@ async fn confluent_serializer_to_tributary_consumer() -> Result<()> {
         &broker.bootstrap(),
         "--registry",
         &registry.url(),
+        "--registry-auth",
+        &registry.user_info(),
         "--topic",
         &topic,
         "--count",
@@ -206,7 +210,7 @@ async fn confluent_serializer_to_tributary_consumer() -> Result<()> {
     ])?;
 
     // The serializer registered the schema itself under <topic>-value.
-    let client = RegistryClient::new(&RegistryConfig::new(registry.url()))?;
+    let client = registry.client()?;
     let latest = client
         .subject_version(
             &format!("{topic}-value"),

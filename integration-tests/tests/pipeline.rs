@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tributary_core::schema::wire;
 use tributary_integration_tests::{
-    Archive, BrokerKind, Feature, Ingest, LakeWatch, ReadRecord, Service, Stack, Transform,
-    committed_and_end, read_to_end, to_json, unique,
+    Archive, Feature, Ingest, LakeWatch, ReadRecord, Service, Stack, Transform, committed_and_end,
+    read_to_end, to_json, unique,
 };
 
 fn repo_schemas() -> PathBuf {
@@ -297,13 +297,9 @@ async fn every_stage_killed_twice_counts_reconcile() -> Result<()> {
     let mut schedule = Vec::new();
     for (what, at) in order.iter().zip(moments) {
         tokio::time::sleep_until((flow + at).into()).await;
-        let mut down = Duration::from_millis(rng.random_range(200..1_500));
-        // Tansu 0.6.0 gives a replacement that joins while the dead member's session lasts no
-        // partition, and the group stays so (docs/failover.md): there, as a supervisor must,
-        // restart once the session (6 s) has expired.
-        if stack.broker.kind() == BrokerKind::Tansu {
-            down = down.max(Duration::from_secs(8));
-        }
+        // On Tansu, once the dead member's session has expired (`replacement_delay`).
+        let down = Duration::from_millis(rng.random_range(200..1_500))
+            .max(stack.broker.replacement_delay());
         let service: &mut Service = match *what {
             "transform" => &mut transform,
             "feature" => &mut feature,

@@ -51,12 +51,12 @@ fn topic_toml(name: &str) -> String {
 
 fn ingest_config(stack: &Stack, schemas: &Path, source: &str) -> String {
     format!(
-        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nsources = [\"{source}\"]\nfiles_progress_topic = \"{}\"\npostgres_progress_topic = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n",
+        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nsources = [\"{source}\"]\nfiles_progress_topic = \"{}\"\npostgres_progress_topic = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n{}",
         schemas.display(),
         unique("_files"),
         unique("_pg"),
         stack.broker.bootstrap(),
-        stack.registry.url()
+        stack.registry.section()
     )
 }
 

@@ -18,13 +18,22 @@ fn user(fields: &str) -> String {
 struct Client {
     http: reqwest::Client,
     base: String,
+    auth: Option<(String, String)>,
 }
 
 impl Client {
+    /// The admin user's client.
     fn new(registry: &Registry) -> Self {
+        let (user, password) = registry.admin();
+        Self::as_user(registry, Some((user, password)))
+    }
+
+    /// A client sending `auth` (user, password) by HTTP basic, or nothing.
+    fn as_user(registry: &Registry, auth: Option<(&str, &str)>) -> Self {
         Self {
             http: reqwest::Client::new(),
             base: registry.url(),
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
         }
     }
 
@@ -35,6 +44,9 @@ impl Client {
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((user, password)) = &self.auth {
+            request = request.basic_auth(user, Some(password));
+        }
         if let Some(body) = body {
             request = request.header("content-type", CT).body(body.to_string());
         }
@@ -72,6 +84,87 @@ impl Client {
 
 fn code(v: &Value) -> i64 {
     v["error_code"].as_i64().unwrap_or(0)
+}
+
+/// Who may do what (docs/security.md): no credentials or wrong ones are 401 with a Basic
+/// challenge, a `write` user registers but may not delete or change levels (403, 40301), the
+/// admin may; a refused request changes nothing.
+#[tokio::test]
+async fn access_rules_basic_auth_and_roles() -> Result<()> {
+    init_logs();
+    let broker = Broker::start()?;
+    let registry = Registry::start(&broker)?;
+    let admin = Client::new(&registry);
+    let anonymous = Client::as_user(&registry, None);
+    let (_, admin_password) = registry.admin();
+    let wrong = Client::as_user(&registry, Some(("admin", "not-the-password")));
+    let services = Client::as_user(&registry, Some(("services", registry.services_password())));
+    let subject = format!("{}-value", tributary_integration_tests::unique("access"));
+
+    for (who, client) in [("anonymous", &anonymous), ("wrong password", &wrong)] {
+        for (status, body) in [
+            client.get("/subjects").await?,
+            client.register(&subject, &user("")).await?,
+            client.delete(&format!("/subjects/{subject}")).await?,
+        ] {
+            assert_eq!((status, code(&body)), (401, 401), "{who}: {body}");
+        }
+    }
+    let response = reqwest::get(format!("{}/subjects", registry.url())).await?;
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Basic realm=\"tributary-registry\"")
+    );
+    // A password is a user's own: the admin's password under another name is refused.
+    let borrowed = Client::as_user(&registry, Some(("services", admin_password)));
+    assert_eq!(borrowed.get("/subjects").await?.0, 401);
+
+    let (status, body) = services.register(&subject, &user("")).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        services
+            .get(&format!("/subjects/{subject}/versions"))
+            .await?
+            .1,
+        json!([1])
+    );
+    for (status, body) in [
+        services.delete(&format!("/subjects/{subject}")).await?,
+        services
+            .put(
+                &format!("/config/{subject}"),
+                json!({"compatibility": "NONE"}),
+            )
+            .await?,
+        services
+            .put("/config", json!({"compatibility": "NONE"}))
+            .await?,
+    ] {
+        assert_eq!((status, code(&body)), (403, 40301), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("services")),
+            "{body}"
+        );
+    }
+    // Nothing the refused requests asked for happened.
+    assert_eq!(
+        admin.get(&format!("/subjects/{subject}/versions")).await?.1,
+        json!([1])
+    );
+    assert_eq!(admin.get(&format!("/config/{subject}")).await?.0, 404);
+    assert_eq!(
+        admin.get("/config").await?.1["compatibilityLevel"],
+        "BACKWARD"
+    );
+
+    let (status, body) = admin.delete(&format!("/subjects/{subject}")).await?;
+    assert_eq!((status, body), (200, json!([1])));
+    Ok(())
 }
 
 #[tokio::test]

@@ -419,6 +419,7 @@ async fn a_shift_fires_once_and_the_cooldown_survives_a_restart() -> Result<()> 
 
     // kill -9 during the cooldown, then a third shift: still held back.
     service.kill()?;
+    tokio::time::sleep(stack.broker.replacement_delay()).await;
     service.restart()?;
     let more: Vec<Value> = (170_000..200_000u64)
         .map(|i| signal(i, 2.0, STEADY))

@@ -12,6 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tributary_core::bus::KafkaConfig;
 use tributary_core::lake::{Lake, LakeConfig};
 use tributary_core::schema::catalog::{Catalog, DLQ_STAGES};
+use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 
 /// How long one broker request may take before the figure is left out.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -72,7 +73,7 @@ pub(crate) struct Probe {
     topics: Vec<String>,
     groups: Vec<Group>,
     registry_url: String,
-    http: reqwest::Client,
+    registry: RegistryClient,
     lake: Option<Lake>,
 }
 
@@ -91,12 +92,12 @@ struct Readers {
 }
 
 impl Probe {
-    /// A probe of the stack at `kafka` and `registry_url`, reading the catalog's topics and the
+    /// A probe of the stack at `kafka` and `registry`, reading the catalog's topics and the
     /// default consumer groups of the services; counts Parquet files in `lake` when given.
     pub(crate) fn new(
         catalog: &Catalog,
         kafka: &KafkaConfig,
-        registry_url: &str,
+        registry: &RegistryConfig,
         lake: Option<&LakeConfig>,
     ) -> Result<Self> {
         let mut topics: Vec<String> = catalog.topics.keys().cloned().collect();
@@ -112,11 +113,12 @@ impl Probe {
             reader: None,
             topics,
             groups: groups(catalog),
-            registry_url: registry_url.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .context("build an http client")?,
+            registry_url: registry.url.clone(),
+            registry: RegistryClient::new(&RegistryConfig {
+                timeout_ms: 2_000,
+                ..registry.clone()
+            })
+            .context("registry client")?,
             lake,
         })
     }
@@ -148,7 +150,7 @@ impl Probe {
         let readers = self.readers();
         let (broker, subjects, parquet_files) = tokio::join!(
             sample_broker(readers, self.topics.clone(), self.groups.clone()),
-            subjects(&self.http, &self.registry_url),
+            subjects(&self.registry),
             count_parquet(self.lake.as_ref())
         );
         let (topics, lag, broker_error) = match broker {
@@ -308,11 +310,9 @@ fn group_lag(
     Some(lag)
 }
 
-/// Subjects in the registry, `None` when it does not answer.
-async fn subjects(http: &reqwest::Client, url: &str) -> Option<usize> {
-    let response = http.get(format!("{url}/subjects")).send().await.ok()?;
-    let list: Vec<String> = response.error_for_status().ok()?.json().await.ok()?;
-    Some(list.len())
+/// Subjects in the registry, `None` when it does not answer (or refuses the credentials).
+async fn subjects(registry: &RegistryClient) -> Option<usize> {
+    registry.subjects().await.ok().map(|list| list.len())
 }
 
 /// Parquet objects under the lake's root.

@@ -37,7 +37,7 @@ pub(crate) async fn run(
             }
         }
     };
-    let mut probe = Probe::new(catalog, &config.kafka, &config.registry.url, lake.as_ref())?;
+    let mut probe = Probe::new(catalog, &config.kafka, &config.registry, lake.as_ref())?;
     let extra = Extra {
         header: vec![format!(
             "broker {}   registry {}   lake {}",

@@ -5,6 +5,7 @@
 //! Confluent wire format, registry client and Avro/Arrow codecs ([`schema`]), and object storage
 //! with Parquet ([`lake`]).
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod lake;

@@ -54,7 +54,6 @@ use tributary_core::bus::{
     OutboundRecord, Output, Producer, run_consumer,
 };
 use tributary_core::schema::arrow::AvroBatchDecoder;
-use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_core::telemetry::new_registry;
 use tributary_integration_tests::bench::{
@@ -258,7 +257,8 @@ async fn run(o: Options) -> Result<()> {
         .with_context(|| format!("{TOPIC} is not in the catalog"))?
         .clone();
     let schema_json = topic.value_schema_json.clone();
-    let schema_id = RegistryClient::new(&RegistryConfig::new(registry.url()))?
+    let schema_id = registry
+        .client()?
         .register(&topic.value_subject(), &schema_json)
         .await?;
 
@@ -1239,6 +1239,7 @@ async fn python_run(broker: &Broker, registry: &Registry, records: usize) -> Res
         .arg(&script)
         .args(["--bootstrap", &broker.bootstrap()])
         .args(["--registry", &registry.url()])
+        .args(["--registry-auth", &registry.user_info()])
         .args(["--topic", TOPIC])
         .args(["--records", &records.to_string()])
         .arg("--out")

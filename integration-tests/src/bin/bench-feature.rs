@@ -33,7 +33,6 @@ use anyhow::{Context, Result, bail, ensure};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tributary_core::bus::{BusMetrics, KafkaConfig, OutboundRecord, Producer, create_topics};
 use tributary_core::schema::catalog::Catalog;
-use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_integration_tests::bench::{
     BROKER_USAGE, Event, Snapshot, broker_or_default, clock_ticks_per_second, counter_sum,
@@ -185,7 +184,7 @@ async fn run(kind: BrokerKind, records: usize, rounds: usize) -> Result<()> {
     let kafka = broker.kafka();
     create_topics(&kafka, &catalog.topic_specs(1)).await?;
     let registry = Registry::start(&broker)?;
-    let client = RegistryClient::new(&RegistryConfig::new(registry.url()))?;
+    let client = registry.client()?;
     let input = catalog.topic(INPUT).context("no input topic")?;
     let id = client
         .register(&input.value_subject(), &input.value_schema_json)

@@ -33,7 +33,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::task::JoinSet;
 use tributary_core::bus::{BusMetrics, KafkaConfig, OutboundRecord, Producer};
-use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 use tributary_core::schema::wire;
 use tributary_core::telemetry::new_registry;
 use tributary_integration_tests::bench::{
@@ -194,7 +193,8 @@ async fn run(o: Options) -> Result<()> {
         .topic(TOPIC)
         .with_context(|| format!("{TOPIC} is not in the catalog"))?
         .clone();
-    let schema_id = RegistryClient::new(&RegistryConfig::new(registry.url()))?
+    let schema_id = registry
+        .client()?
         .register(&topic.value_subject(), &topic.value_schema_json)
         .await?;
 

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tributary_core::auth::ApiKey;
 use tributary_core::bus::KafkaConfig;
 use tributary_core::config::{ConfigError, load};
 use tributary_core::schema::registry::RegistryConfig;
@@ -68,6 +69,11 @@ pub struct FeatureSettings {
     pub checkpoint_records: u64,
     /// Address of the online lookup API (`GET /v1/features/{view}/{entity}`).
     pub listen: SocketAddr,
+    /// Who may look features up: each an API key (`X-API-Key` or `Authorization: Bearer`)
+    /// allowed a set of views (`views = ["user_activity"]`, prefixes ending in `*`, or `"*"`).
+    /// No key: every lookup is 401.
+    #[serde(default)]
+    pub credentials: Vec<ApiKey>,
 }
 
 impl Config {

@@ -25,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+use tributary_core::auth::{self, ApiKey};
 use tributary_core::bus::{
     BatchHandler, BusMetrics, ConsumerLoopConfig, DeadLetter, HandlerError, InboundRecord,
     KafkaConfig, Output, Producer, TopicSpec, create_topics, dead_letter_record, run_consumer,
@@ -135,9 +136,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
     info!(addr = %listener.local_addr()?, "feature lookup API listening");
+    if settings.credentials.is_empty() {
+        tracing::warn!(
+            "no feature lookup credentials configured: every lookup will be refused with 401"
+        );
+    }
     let app = axum::Router::new()
         .route("/v1/features/{view}/{entity}", get(lookup))
-        .with_state(Arc::new(online));
+        .with_state(Arc::new(Lookup {
+            online,
+            keys: settings.credentials.clone(),
+        }));
     let api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -185,12 +194,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 /// `GET /v1/features/{view}/{entity}`: the entity's latest window values from this replica's
-/// state (404 when the view is unknown or the entity has none here).
+/// state (404 when the view is unknown or the entity has none here). The caller's API key
+/// must cover the view: 401 without a known key, 403 for another view.
 async fn lookup(
-    State(online): State<Arc<HashMap<String, Online>>>,
+    State(state): State<Arc<Lookup>>,
     Path((view, entity)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    let Some(values) = online.get(&view) else {
+    let refuse = |status: StatusCode, error: String| {
+        (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+    };
+    let key = match auth::authenticate_key(&state.keys, &headers) {
+        Ok(key) => key,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
+    if !key.allows(&view) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("{} may not read the view {view}", key.name),
+        );
+    }
+    let Some(values) = state.online.get(&view) else {
         return (
             StatusCode::NOT_FOUND,
             axum::Json(serde_json::json!({"error": format!("no feature view {view}")})),
@@ -209,6 +233,12 @@ async fn lookup(
         )
             .into_response(),
     }
+}
+
+/// What the lookup API serves, and to whom.
+struct Lookup {
+    online: HashMap<String, Online>,
+    keys: Vec<ApiKey>,
 }
 
 struct Features {

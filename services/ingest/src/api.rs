@@ -13,11 +13,12 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{debug, warn};
+use tributary_core::auth::{self, ApiKey};
 use tributary_core::bus::{BusError, OutboundRecord, Producer};
 use tributary_core::schema::registry::{RegistryClient, RegistryError};
 use tributary_core::schema::wire;
 
-use crate::config::{Credential, IngestSettings};
+use crate::config::IngestSettings;
 use crate::limits::{DecodeError, RateLimiter, decompress};
 use crate::metrics::{IngestMetrics, StatusLabel};
 use crate::records::{BodyKind, RecordError, TopicCodec, json_records};
@@ -27,7 +28,7 @@ pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
 pub(crate) struct AppState {
     pub(crate) topics: BTreeMap<String, TopicCodec>,
-    pub(crate) credentials: Vec<Credential>,
+    pub(crate) credentials: Vec<ApiKey>,
     pub(crate) settings: IngestSettings,
     pub(crate) producer: Producer,
     pub(crate) registry: RegistryClient,
@@ -430,58 +431,14 @@ async fn send(
 }
 
 /// Finds the credential a request carries: `X-API-Key: <key>` or `Authorization: Bearer <token>`.
-fn authenticate<'a>(
-    credentials: &'a [Credential],
-    headers: &HeaderMap,
-) -> Result<&'a Credential, Reject> {
-    let presented = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-        })
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            Reject::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send X-API-Key or Authorization: Bearer",
-            )
-        })?;
-    credentials
-        .iter()
-        .find(|c| constant_time_eq(c.secret.expose(), presented))
-        .ok_or_else(|| Reject::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown key"))
-}
-
-/// Compares secrets without leaking, through timing, how much of a guess was right.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
+fn authenticate<'a>(credentials: &'a [ApiKey], headers: &HeaderMap) -> Result<&'a ApiKey, Reject> {
+    auth::authenticate_key(credentials, headers)
+        .map_err(|e| Reject::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq("abc", "abc"));
-        assert!(!constant_time_eq("abc", "abd"));
-        assert!(!constant_time_eq("abc", "abcd"));
-        assert!(!constant_time_eq("", "a"));
-    }
 
     #[test]
     fn openapi_document_parses() {

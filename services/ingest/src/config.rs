@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tributary_core::auth::ApiKey;
 use tributary_core::bus::KafkaConfig;
 use tributary_core::config::{ConfigError, Secret, load};
 use tributary_core::schema::registry::RegistryConfig;
@@ -78,9 +79,10 @@ pub struct IngestSettings {
     /// Origins browsers may send events from (CORS); `["*"]` for any.
     pub cors_allowed_origins: Vec<String>,
     /// Who may send: each credential is an API key (`X-API-Key`) or bearer token
-    /// (`Authorization: Bearer`) allowed a set of topics. No credential: every request is 401.
+    /// (`Authorization: Bearer`) allowed a set of topics (`topics = ["raw.*"]`: names, prefixes
+    /// ending in `*`, or `"*"` for every topic). No credential: every request is 401.
     #[serde(default)]
-    pub credentials: Vec<Credential>,
+    pub credentials: Vec<ApiKey>,
     /// The catalog's sources to run (`[[source]]` names); absent: all of them.
     #[serde(default)]
     pub sources: Option<Vec<String>>,
@@ -110,25 +112,6 @@ pub struct ObjectStoreSettings {
     /// Allow plain HTTP endpoints.
     #[serde(default)]
     pub allow_http: bool,
-}
-
-/// One API key or bearer token and the topics it may write.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credential {
-    /// Name of the producer, used in logs and rate limits (never the secret).
-    pub name: String,
-    /// The key or token: inline, `{ file = "..." }` or `{ env = "..." }`.
-    pub secret: Secret,
-    /// Topics it may write; `"*"` allows every topic of the catalog.
-    pub topics: Vec<String>,
-}
-
-impl Credential {
-    /// Whether this credential may write `topic`.
-    pub fn allows(&self, topic: &str) -> bool {
-        self.topics.iter().any(|t| t == "*" || t == topic)
-    }
 }
 
 impl Config {

@@ -9,6 +9,8 @@ use tributary_core::config::{ConfigError, load};
 use tributary_core::schema::catalog::Compatibility;
 use tributary_core::telemetry::TelemetryConfig;
 
+use crate::access::{Anonymous, User};
+
 /// Built-in defaults; a TOML file and `TRIBUTARY__*` variables override them.
 pub const DEFAULTS: &str = r#"
 [schema_registry]
@@ -47,6 +49,13 @@ pub struct RegistrySettings {
     pub topic: String,
     /// Level for subjects with no level of their own and no global level set.
     pub default_compatibility: Compatibility,
+    /// Who may call the API (HTTP basic): name, password, role (`read`, `write`, `admin`) and,
+    /// for `write`, the subjects. No user and `anonymous = "none"`: the registry does not start.
+    #[serde(default)]
+    pub users: Vec<User>,
+    /// What requests without credentials may do: `"none"` (401, the default) or `"read"`.
+    #[serde(default)]
+    pub anonymous: Anonymous,
 }
 
 impl Config {

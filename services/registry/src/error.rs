@@ -84,6 +84,12 @@ impl ApiError {
     pub(crate) fn bad_request(message: impl std::fmt::Display) -> Self {
         Self::new(42200, format!("Unprocessable entity: {message}"))
     }
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized")
+    }
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(40301, message)
+    }
     pub(crate) fn store(message: impl std::fmt::Display) -> Self {
         Self::new(
             50002,
@@ -123,6 +129,8 @@ mod tests {
     fn statuses_come_from_the_codes() {
         assert_eq!(http_status(40401), 404);
         assert_eq!(http_status(409), 409);
+        assert_eq!(http_status(401), 401);
+        assert_eq!(http_status(40301), 403);
         assert_eq!(http_status(42201), 422);
         assert_eq!(http_status(50002), 500);
     }

@@ -4,6 +4,7 @@
 //! Any Confluent client (serializers, Kafka Connect converters, `kcat -r`) can use it; Tributary's
 //! services can equally use Confluent Schema Registry, Karapace, Apicurio or Redpanda by URL.
 
+mod access;
 mod api;
 pub mod config;
 mod error;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
 
+pub use access::{Anonymous, Role, User};
 pub use config::Config;
 
 /// A started registry: its address and the task serving it.
@@ -33,6 +35,10 @@ pub struct Running {
 
 /// Starts the registry: loads the schemas topic, then serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let access = access::Access::new(
+        config.schema_registry.users.clone(),
+        config.schema_registry.anonymous,
+    )?;
     let store = store::Store::open(
         &config.kafka,
         &config.schema_registry.topic,
@@ -61,7 +67,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
     readiness.set(true);
     info!(%addr, topic = %config.schema_registry.topic, "registry serving");
-    let app = api::router(store);
+    let app = api::router(store).layer(axum::middleware::from_fn_with_state(
+        Arc::new(access),
+        access::check,
+    ));
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

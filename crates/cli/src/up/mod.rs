@@ -25,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_core::bus::KafkaConfig;
+use tributary_core::config::Secret;
 use tributary_core::lake::LakeConfig;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::RegistryConfig;
@@ -75,7 +76,9 @@ pub(crate) async fn run(
         .schemas
         .canonicalize()
         .with_context(|| format!("resolve {}", options.schemas.display()))?;
-    let api_key = api_key(&layout.api_key())?;
+    let api_key = secret_file(&layout.api_key(), "dev")?;
+    let registry_admin = secret_file(&layout.registry_admin_password(), "admin")?;
+    secret_file(&layout.registry_services_password(), "services")?;
     let ports = Ports::pick(options.free_ports, options.broker == BrokerKind::Kafka)?;
     let mut sources = plan::local_sources(catalog);
     let shop_db = if options.demo {
@@ -114,6 +117,7 @@ pub(crate) async fn run(
         &broker_program,
         &binaries,
         &api_key,
+        &registry_admin,
         shop_db.as_ref(),
         &shutdown,
     )
@@ -209,6 +213,7 @@ async fn run_stack(
     broker_program: &Path,
     binaries: &Path,
     api_key: &str,
+    registry_admin: &str,
     shop_db: Option<&shop_db::ShopDb>,
     shutdown: &CancellationToken,
 ) -> Result<bool> {
@@ -275,7 +280,8 @@ async fn run_stack(
         .with_context(|| format!("open {}", apply_log.display()))?;
     let cli_config = CliConfig {
         kafka: KafkaConfig::new(ports.bootstrap()),
-        registry: RegistryConfig::new(ports.registry_url()),
+        registry: RegistryConfig::new(ports.registry_url())
+            .with_basic_auth("admin", Secret::new(registry_admin)),
         topics: TopicsConfig { dlq_partitions: 1 },
         lake: None,
     };
@@ -334,7 +340,7 @@ async fn run_stack(
     let mut probe = Probe::new(
         catalog,
         &cli_config.kafka,
-        &ports.registry_url(),
+        &cli_config.registry,
         Some(&LakeConfig::new(layout.lake_url()?)),
     )?;
     let mut screen = Screen::new(tty, Duration::from_secs(5));
@@ -420,7 +426,11 @@ fn banner(
     let mut lines = vec![
         format!("the stack is up (in {:.0} s):", took.as_secs_f64()),
         format!("  broker      {} ({})", ports.bootstrap(), broker.label()),
-        format!("  registry    {}", ports.registry_url()),
+        format!(
+            "  registry    {}   user admin, password in {}",
+            ports.registry_url(),
+            layout.registry_admin_password().display()
+        ),
         // The key's file, not the key: terminals are recorded, shared and scrolled back.
         format!(
             "  ingest      {}/v1/topics/<topic>/records   X-API-Key: $(cat {})",
@@ -428,7 +438,7 @@ fn banner(
             layout.api_key().display()
         ),
         format!(
-            "  features    {}/v1/features/user_activity/<user_id>",
+            "  features    {}/v1/features/user_activity/<user_id>   the same key",
             ports.feature_url()
         ),
         format!("  lake        {}", layout.lake().display()),
@@ -484,9 +494,10 @@ fn service_binaries() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The stack's ingest API key: read from `path`, or made up and written there (mode 0600). An
-/// existing file that others may read is narrowed to 0600 first, with a warning.
-fn api_key(path: &Path) -> Result<String> {
+/// A secret of the stack (the API key, the registry's passwords): read from `path`, or made up
+/// (`<prefix>-` and 128 random bits) and written there (mode 0600). An existing file that others
+/// may read is narrowed to 0600 first, with a warning.
+fn secret_file(path: &Path, prefix: &str) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
@@ -494,7 +505,7 @@ fn api_key(path: &Path) -> Result<String> {
         tracing::warn!(
             path = %path.display(),
             mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the API key file was readable by others: set to 0600"
+            "the secret file was readable by others: set to 0600"
         );
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 600 {}", path.display()))?;
@@ -506,7 +517,7 @@ fn api_key(path: &Path) -> Result<String> {
     }
     use rand::Rng;
     use std::os::unix::fs::OpenOptionsExt;
-    let key = format!("dev-{:032x}", rand::rng().random::<u128>());
+    let key = format!("{prefix}-{:032x}", rand::rng().random::<u128>());
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -577,11 +588,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api-key");
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        let key = super::api_key(&path).unwrap();
+        let key = super::secret_file(&path, "dev").unwrap();
         assert!(key.starts_with("dev-"), "{key}");
         assert_eq!(mode(&path), 0o600);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(super::api_key(&path).unwrap(), key, "the same key, kept");
+        assert_eq!(
+            super::secret_file(&path, "dev").unwrap(),
+            key,
+            "the same key, kept"
+        );
         assert_eq!(mode(&path), 0o600);
     }
 }

@@ -73,9 +73,17 @@ impl Layout {
     pub(crate) fn incoming(&self) -> PathBuf {
         self.landing().join(".incoming")
     }
-    /// The ingest API key of the local stack.
+    /// The API key of the local stack: ingest (the `raw.*` topics) and the feature lookup.
     pub(crate) fn api_key(&self) -> PathBuf {
         self.data.join("api-key")
+    }
+    /// The registry password of user `admin` (`tributary` commands, applying the catalog).
+    pub(crate) fn registry_admin_password(&self) -> PathBuf {
+        self.data.join("registry-admin-password")
+    }
+    /// The registry password of user `services` (role write: the services).
+    pub(crate) fn registry_services_password(&self) -> PathBuf {
+        self.data.join("registry-services-password")
     }
     /// `[kafka]`, `[registry]` and `[lake]` of the running stack, for `tributary status`
     /// (removed when the stack stops).
@@ -268,12 +276,16 @@ pub(crate) fn service_config(
     let lake = quoted(&layout.lake_url()?);
     let mut out = match service {
         Service::Registry => format!(
-            "[schema_registry]\nlisten = \"127.0.0.1:{}\"\n",
-            ports.registry
+            "[schema_registry]\nlisten = \"127.0.0.1:{}\"\n\n\
+             [[schema_registry.users]]\nname = \"admin\"\npassword = {{ file = {} }}\nrole = \"admin\"\n\n\
+             [[schema_registry.users]]\nname = \"services\"\npassword = {{ file = {} }}\nrole = \"write\"\n",
+            ports.registry,
+            quoted(&layout.registry_admin_password().display().to_string()),
+            quoted(&layout.registry_services_password().display().to_string()),
         ),
         Service::Ingest => format!(
             "[ingest]\nlisten = \"127.0.0.1:{}\"\nschemas = {schemas}\nsources = [{}]\n\n\
-             [[ingest.credentials]]\nname = \"local\"\nsecret = {{ file = {} }}\ntopics = [\"*\"]\n",
+             [[ingest.credentials]]\nname = \"local\"\nsecret = {{ file = {} }}\ntopics = [\"raw.*\"]\n",
             ports.ingest,
             sources
                 .iter()
@@ -284,8 +296,10 @@ pub(crate) fn service_config(
         ),
         Service::Transform => format!("[transform]\nschemas = {schemas}\n"),
         Service::Feature => format!(
-            "[feature]\nschemas = {schemas}\nlisten = \"127.0.0.1:{}\"\n",
-            ports.feature
+            "[feature]\nschemas = {schemas}\nlisten = \"127.0.0.1:{}\"\n\n\
+             [[feature.credentials]]\nname = \"local\"\nsecret = {{ file = {} }}\nviews = [\"*\"]\n",
+            ports.feature,
+            quoted(&layout.api_key().display().to_string())
         ),
         Service::TrainTrigger => {
             format!("[train_trigger]\nschemas = {schemas}\narchive_root = {lake}\n")
@@ -301,8 +315,9 @@ pub(crate) fn service_config(
     ));
     if service != Service::Registry {
         out.push_str(&format!(
-            "\n[registry]\nurl = \"{}\"\n",
-            ports.registry_url()
+            "\n[registry]\nurl = \"{}\"\nusername = \"services\"\npassword = {{ file = {} }}\n",
+            ports.registry_url(),
+            quoted(&layout.registry_services_password().display().to_string())
         ));
     }
     out.push_str(&format!(
@@ -319,13 +334,15 @@ pub(crate) fn stack_file(layout: &Layout, ports: &Ports) -> Result<String> {
     Ok(format!(
         "# The local stack started by `tributary up` (rewritten at each start).\n\
          # ingest API: {} (X-API-Key: the contents of {})\n\
-         # feature lookups: {}\n\n\
-         [kafka]\nbootstrap_servers = \"{}\"\n\n[registry]\nurl = \"{}\"\n\n[lake]\nurl = {}\n",
+         # feature lookups: {} (the same key)\n\n\
+         [kafka]\nbootstrap_servers = \"{}\"\n\n\
+         [registry]\nurl = \"{}\"\nusername = \"admin\"\npassword = {{ file = {} }}\n\n[lake]\nurl = {}\n",
         ports.ingest_url(),
         layout.api_key().display(),
         ports.feature_url(),
         ports.bootstrap(),
         ports.registry_url(),
+        quoted(&layout.registry_admin_password().display().to_string()),
         quoted(&layout.lake_url()?)
     ))
 }
@@ -392,10 +409,38 @@ mod tests {
         let secret = &ingest["ingest"]["credentials"][0]["secret"]["file"];
         assert_eq!(secret.as_str().unwrap(), layout.api_key().to_str().unwrap());
         assert_eq!(ingest["registry"]["url"], ports.registry_url());
+        // The local key writes the raw topics only (not db.shop.*, not train.requests).
+        assert_eq!(
+            ingest["ingest"]["credentials"][0]["topics"],
+            serde_json::json!(["raw.*"])
+        );
+        let services_password = layout.registry_services_password();
+        for service in &Service::ALL[1..] {
+            let config = parse(&service_config(*service, &layout, &ports, schemas, &[]).unwrap());
+            assert_eq!(config["registry"]["username"], "services", "{config}");
+            assert_eq!(
+                config["registry"]["password"]["file"].as_str().unwrap(),
+                services_password.to_str().unwrap()
+            );
+        }
+        let feature =
+            parse(&service_config(Service::Feature, &layout, &ports, schemas, &[]).unwrap());
+        let secret = &feature["feature"]["credentials"][0]["secret"]["file"];
+        assert_eq!(secret.as_str().unwrap(), layout.api_key().to_str().unwrap());
         let registry =
             parse(&service_config(Service::Registry, &layout, &ports, schemas, &[]).unwrap());
         assert!(registry.get("registry").is_none(), "{registry}");
+        let users = &registry["schema_registry"]["users"];
+        assert_eq!(users[0]["name"], "admin");
+        assert_eq!(users[0]["role"], "admin");
+        assert_eq!(users[1]["name"], "services");
+        assert_eq!(users[1]["role"], "write");
         let stack = parse(&stack_file(&layout, &ports).unwrap());
         assert_eq!(stack["lake"]["url"].as_str().unwrap(), lake);
+        assert_eq!(stack["registry"]["username"], "admin");
+        assert_eq!(
+            stack["registry"]["password"]["file"].as_str().unwrap(),
+            layout.registry_admin_password().to_str().unwrap()
+        );
     }
 }

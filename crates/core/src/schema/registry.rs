@@ -43,6 +43,13 @@ impl RegistryConfig {
             timeout_ms: default_timeout_ms(),
         }
     }
+
+    /// The same settings, sending `user` and `password` by HTTP basic authentication.
+    pub fn with_basic_auth(mut self, user: impl Into<String>, password: Secret) -> Self {
+        self.username = Some(user.into());
+        self.password = Some(password);
+        self
+    }
 }
 
 /// A registry error.
@@ -197,6 +204,12 @@ impl RegistryClient {
         let schema: Arc<str> = body.schema.into();
         write(&self.by_id).insert(id, schema.clone());
         Ok(schema)
+    }
+
+    /// Every subject (not soft-deleted ones).
+    pub async fn subjects(&self) -> Result<Vec<String>, RegistryError> {
+        self.call(reqwest::Method::GET, "/subjects", None::<&()>)
+            .await
     }
 
     /// The subjects a global id is registered under (asked of the registry every time: a
