@@ -95,6 +95,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
+        // Any other path or method: the same JSON error shape as every refusal.
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            Reject::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no endpoint {method} {}: records go to POST /v1/topics/{{topic}}/records",
+                    uri.path()
+                ),
+            )
+        })
         .layer(cors)
         .with_state(state)
 }

@@ -54,6 +54,14 @@ pub enum BoundError {
     /// The datum nests deeper than [`MAX_DEPTH`].
     #[error("nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// A decimal's unscaled value has more digits than its precision.
+    #[error("a decimal of {len} bytes beyond its precision of {precision} digits")]
+    DecimalOutOfRange {
+        /// The schema's precision.
+        precision: u32,
+        /// The value's length in bytes.
+        len: usize,
+    },
     /// The bytes end before the datum does, or a length or count is malformed.
     #[error("malformed or truncated avro: {0}")]
     Malformed(&'static str),
@@ -74,6 +82,11 @@ enum Ty {
     Fixed(usize),
     /// bytes, string: a length, then that many bytes.
     Sized,
+    /// A decimal of at most `precision` digits (up to 38): bytes (`size` none) or a fixed.
+    Decimal {
+        size: Option<usize>,
+        precision: u32,
+    },
     Array(Box<Ty>),
     Map(Box<Ty>),
     Union(Vec<Ty>),
@@ -131,12 +144,15 @@ impl DatumBound {
             .names
             .keys()
             .any(|name| bound.reaches(&Ty::Ref(name.clone()), name, &mut HashSet::new(), true));
-        bound.needed = recursive || bound.has_empty_items(&bound.root, &mut HashSet::new());
+        let decimals = has_decimal(&bound.root) || bound.names.values().any(has_decimal);
+        bound.needed =
+            recursive || decimals || bound.has_empty_items(&bound.root, &mut HashSet::new());
         Ok(bound)
     }
 
-    /// Whether datums of this schema can claim more than their bytes hold or nest without
-    /// bound; if not, [`Self::check`] never refuses a datum for its claims and need not run.
+    /// Whether datums of this schema can claim more than their bytes hold, nest without bound,
+    /// or hold decimals (whose range is checked); if not, [`Self::check`] never refuses a datum
+    /// and need not run.
     pub fn needed(&self) -> bool {
         self.needed
     }
@@ -166,7 +182,7 @@ impl DatumBound {
     fn takes_no_bytes(&self, t: &Ty) -> bool {
         match t {
             Ty::Null => true,
-            Ty::Fixed(n) => *n == 0,
+            Ty::Fixed(n) | Ty::Decimal { size: Some(n), .. } => *n == 0,
             Ty::Record(fields) => fields.iter().all(|f| self.takes_no_bytes(f)),
             Ty::Ref(name) => self.empty.contains(name),
             _ => false,
@@ -232,6 +248,47 @@ fn full_name(name: &str, namespace: &str) -> String {
     } else {
         format!("{namespace}.{name}")
     }
+}
+
+/// Whether a decimal is part of `t` (named types are looked at where they are defined).
+fn has_decimal(t: &Ty) -> bool {
+    match t {
+        Ty::Decimal { .. } => true,
+        Ty::Array(items) | Ty::Map(items) => has_decimal(items),
+        Ty::Union(parts) | Ty::Record(parts) => parts.iter().any(has_decimal),
+        _ => false,
+    }
+}
+
+/// The digits of a decimal: its `precision` when it is a whole number from 1 to 38 (larger ones
+/// are not checked: no Arrow decimal of up to 128 bits holds them anyway).
+fn decimal_precision(o: &serde_json::Map<String, Json>) -> Option<u32> {
+    if o.get("logicalType").and_then(Json::as_str) != Some("decimal") {
+        return None;
+    }
+    o.get("precision")
+        .and_then(Json::as_u64)
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| (1..=38).contains(p))
+}
+
+/// Whether a two's-complement big-endian integer has at most `precision` decimal digits.
+fn decimal_fits(bytes: &[u8], precision: u32) -> bool {
+    let mut b = bytes;
+    // Leading bytes that only extend the sign change nothing.
+    while b.len() > 1 && ((b[0] == 0x00 && b[1] & 0x80 == 0) || (b[0] == 0xff && b[1] & 0x80 != 0))
+    {
+        b = &b[1..];
+    }
+    if b.len() > 16 {
+        return false;
+    }
+    let negative = b.first().is_some_and(|first| first & 0x80 != 0);
+    let mut value: i128 = if negative { -1 } else { 0 };
+    for &byte in b {
+        value = (value << 8) | i128::from(byte);
+    }
+    value.unsigned_abs() < 10u128.pow(precision)
 }
 
 /// The encoding of a schema JSON value; named types are entered in `names` and referred to.
@@ -315,7 +372,13 @@ fn ty(
                             .ok_or_else(|| {
                                 BoundError::Schema(format!("fixed {full} without a size"))
                             })?;
-                        Ty::Fixed(size)
+                        match decimal_precision(o) {
+                            Some(precision) => Ty::Decimal {
+                                size: Some(size),
+                                precision,
+                            },
+                            None => Ty::Fixed(size),
+                        }
                     };
                     names.insert(full.clone(), t);
                     Ok(Ty::Ref(full))
@@ -332,6 +395,10 @@ fn ty(
                         .ok_or_else(|| BoundError::Schema("a map without values".into()))?;
                     Ok(Ty::Map(Box::new(ty(values, namespace, names, depth + 1)?)))
                 }
+                Some("bytes") if decimal_precision(o).is_some() => Ok(Ty::Decimal {
+                    size: None,
+                    precision: decimal_precision(o).unwrap_or(38),
+                }),
                 // A primitive with attributes (a logical type): encoded as the primitive.
                 Some(_) => ty(kind, namespace, names, depth + 1),
                 // {"type": {...}} or {"type": [...]}.
@@ -397,6 +464,23 @@ impl Walk<'_> {
                 let n = usize::try_from(self.long()?)
                     .map_err(|_| BoundError::Malformed("a negative length"))?;
                 self.skip(n)
+            }
+            Ty::Decimal { size, precision } => {
+                let n = match size {
+                    Some(n) => *n,
+                    None => usize::try_from(self.long()?)
+                        .map_err(|_| BoundError::Malformed("a negative length"))?,
+                };
+                let start = self.pos;
+                self.skip(n)?;
+                if decimal_fits(&self.bytes[start..self.pos], *precision) {
+                    Ok(())
+                } else {
+                    Err(BoundError::DecimalOutOfRange {
+                        precision: *precision,
+                        len: n,
+                    })
+                }
             }
             Ty::Ref(name) => {
                 let bound = self.bound;
@@ -582,7 +666,7 @@ mod tests {
     }
 
     #[test]
-    fn catalog_like_schemas_need_no_walk_and_pass_good_data() {
+    fn catalog_like_schemas_pass_good_data() {
         let b = bound(
             r#"{"type":"record","name":"W","namespace":"t","fields":[
                 {"name":"id","type":{"type":"string","logicalType":"uuid"}},
@@ -592,7 +676,8 @@ mod tests {
                 {"name":"amount","type":["null",{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}]},
                 {"name":"kind","type":{"type":"enum","name":"K","symbols":["a","b"]}}]}"#,
         );
-        assert!(!b.needed());
+        // The decimal makes the walk needed (its range is checked).
+        assert!(b.needed());
         let mut body = Vec::new();
         body.extend(zigzag(3));
         body.extend(b"abc");
@@ -615,5 +700,69 @@ mod tests {
         body.extend(zigzag(1));
         assert_eq!(b.check(&body), Ok(()));
         assert!(b.check(&body[..body.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn schemas_without_decimals_claims_or_recursion_need_no_walk() {
+        let b = bound(
+            r#"{"type":"record","name":"W","fields":[
+                {"name":"id","type":{"type":"string","logicalType":"uuid"}},
+                {"name":"tags","type":{"type":"array","items":"string"}},
+                {"name":"props","type":{"type":"map","values":"long"}}]}"#,
+        );
+        assert!(!b.needed());
+    }
+
+    #[test]
+    fn decimals_beyond_their_precision_are_refused() {
+        // decimal(12, 2) as bytes, and decimal(4, 0) as a fixed of 8 bytes.
+        let b = bound(
+            r#"{"type":"record","name":"D","fields":[
+                {"name":"a","type":["null",{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}]},
+                {"name":"f","type":{"type":"fixed","name":"F","size":8,"logicalType":"decimal","precision":4}}]}"#,
+        );
+        assert!(b.needed());
+        let datum = |a: &[u8], f: [u8; 8]| {
+            let mut body = zigzag(1);
+            body.extend(zigzag(a.len() as i64));
+            body.extend(a);
+            body.extend(f);
+            body
+        };
+        let small = [0u8, 0, 0, 0, 0, 0, 0x27, 0x0f]; // 9,999
+        let max12 = 999_999_999_999i64.to_be_bytes();
+        let over12 = 1_000_000_000_000i64.to_be_bytes();
+        let min12 = (-999_999_999_999i64).to_be_bytes();
+        assert_eq!(b.check(&datum(&max12, small)), Ok(()));
+        assert_eq!(b.check(&datum(&min12, small)), Ok(()));
+        // Sign-extending bytes change nothing, however many.
+        let mut padded = vec![0xff; 30];
+        padded.extend((-5i64).to_be_bytes());
+        assert_eq!(b.check(&datum(&padded, small)), Ok(()));
+        assert_eq!(b.check(&datum(&[], small)), Ok(()));
+        assert_eq!(
+            b.check(&datum(&over12, small)),
+            Err(BoundError::DecimalOutOfRange {
+                precision: 12,
+                len: 8
+            })
+        );
+        let mut huge = vec![0x7f];
+        huge.extend([0xff; 39]);
+        assert_eq!(
+            b.check(&datum(&huge, small)),
+            Err(BoundError::DecimalOutOfRange {
+                precision: 12,
+                len: 40
+            })
+        );
+        let ten_thousand = 10_000i64.to_be_bytes();
+        assert_eq!(
+            b.check(&datum(&max12, ten_thousand)),
+            Err(BoundError::DecimalOutOfRange {
+                precision: 4,
+                len: 8
+            })
+        );
     }
 }

@@ -525,7 +525,13 @@ fn union_value(index: usize, value: Avro, path: &Path<'_>) -> Res<Avro> {
     Ok(Avro::Union(index, Box::new(value)))
 }
 
-/// An integral JSON number as i64: exact integers, or floats with no fractional part.
+/// Largest magnitude of an integer written as a float (`1.5e12`, `17.0`) that is taken: up to
+/// 2^53 every integer is a float exactly; beyond, the float may be a rounding of the number
+/// written (`-9223372036854775809` reads as -2^63), so it is refused rather than changed.
+const MAX_EXACT_FLOAT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// An integral JSON number as i64: exact integers, or floats with no fractional part within
+/// ±2^53.
 fn integral(json: &Json, label: &str, path: &Path<'_>) -> Res<i64> {
     let Json::Number(n) = json else {
         return Err(mismatch(path, label, json));
@@ -534,13 +540,12 @@ fn integral(json: &Json, label: &str, path: &Path<'_>) -> Res<i64> {
     if let Some(v) = n.as_i64() {
         return Ok(v);
     }
-    let min = i64::MIN as f64; // -2^63, exact: every integral float in [-2^63, 2^63) is an i64
     match n.as_f64() {
         Some(_) if n.is_u64() => Err(out_of_range()),
         Some(f) if f.fract() != 0.0 => {
             Err(path.err(format!("expected {label}, got non-integral number {n}")))
         }
-        Some(f) if (min..-min).contains(&f) => Ok(f as i64),
+        Some(f) if f.abs() <= MAX_EXACT_FLOAT_INTEGER => Ok(f as i64),
         _ => Err(out_of_range()),
     }
 }
