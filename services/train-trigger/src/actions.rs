@@ -1,8 +1,7 @@
 //! Actions beside the `train.requests` record: a webhook POST with retries and an idempotency
-//! key, and a Kubernetes Job created from a template through the Kubernetes API (or, in dry-run
-//! mode, printed).
+//! key, and a Kubernetes Job created from a template (`template.rs`) through the Kubernetes API
+//! (or, in dry-run mode, printed).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -12,6 +11,7 @@ use tracing::{info, warn};
 use tributary_core::schema::triggers::{KubernetesJobDecl, WebhookDecl};
 
 use crate::config::KubernetesSettings;
+use crate::template::JobTemplate;
 
 /// An action to run for a request, kept in the trigger's state until it succeeded (so a restart
 /// retries it; the idempotency key lets the receiver drop a repeat).
@@ -115,41 +115,19 @@ fn resolve(value: &str, allowed: &[String]) -> anyhow::Result<String> {
     }
 }
 
-/// The Job manifest: the template with the request's values filled in.
-pub(crate) fn render_job(template: &str, action: &PendingAction) -> String {
-    let value = |k: &str| match &action.request[k] {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let data = &action.request["data"];
-    let mut out = template.replace("{{request_id}}", &action.request_id);
-    for k in ["model", "policy"] {
-        out = out.replace(&format!("{{{{{k}}}}}"), &value(k));
-    }
-    for k in ["from_time", "to_time", "archive_prefix"] {
-        let v = match &data[k] {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        out = out.replace(&format!("{{{{{k}}}}}"), &v);
-    }
-    out
-}
-
 /// Creates the Job through the Kubernetes API, or prints it in dry-run mode. A Job that already
-/// exists (a retry after a crash) counts as created.
+/// exists (a retry after a crash) counts as created. The manifest is the template (parsed at
+/// start-up) with the request's values filled in; one that is not a valid Job is not sent.
 pub(crate) async fn kubernetes_job(
     client: &reqwest::Client,
     settings: &KubernetesSettings,
     decl: &KubernetesJobDecl,
-    schemas: &std::path::Path,
+    template: &JobTemplate,
     action: &PendingAction,
 ) -> anyhow::Result<()> {
-    let path: PathBuf = schemas.join(&decl.template);
-    let template = std::fs::read_to_string(&path)
-        .with_context(|| format!("read the job template {}", path.display()))?;
-    let manifest = render_job(&template, action);
+    let manifest = template.render(action)?;
     if settings.dry_run {
+        let manifest = serde_json::to_string_pretty(&manifest)?;
         info!(request_id = %action.request_id, namespace = %decl.namespace, "kubernetes job (dry run):\n{manifest}");
         return Ok(());
     }
@@ -160,8 +138,8 @@ pub(crate) async fn kubernetes_job(
     );
     let mut request = client
         .post(&url)
-        .header("Content-Type", "application/yaml")
-        .body(manifest);
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&manifest)?);
     if let Some(file) = &settings.token_file {
         let token = std::fs::read_to_string(file)
             .with_context(|| format!("read the service account token {}", file.display()))?;
@@ -257,20 +235,98 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 1, "asked once, not retried");
     }
 
-    #[test]
-    fn the_job_template_is_filled_in() {
-        let action = PendingAction {
+    /// A manifest whose Job name is invalid after filling in is not sent; a valid one is POSTed
+    /// as JSON.
+    #[tokio::test]
+    async fn invalid_jobs_are_not_sent() {
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0; 65536];
+                let mut len = 0;
+                // Headers, then the body its Content-Length announces.
+                loop {
+                    let n = socket.read(&mut buf[len..]).await.unwrap_or(0);
+                    len += n;
+                    let text = String::from_utf8_lossy(&buf[..len]).to_string();
+                    let done = text.split_once("\r\n\r\n").is_some_and(|(head, body)| {
+                        head.lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .is_some_and(|want| body.len() >= want)
+                    });
+                    if n == 0 || done {
+                        break;
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..len]).to_string());
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        let settings = KubernetesSettings {
+            api_url: format!("http://{addr}"),
+            token_file: None,
+            ca_file: None,
+            dry_run: false,
+        };
+        let decl = KubernetesJobDecl {
+            template: "jobs/t.json".into(),
+            namespace: "ml".into(),
+        };
+        let template = JobTemplate::parse(
+            "jobs/t.json".into(),
+            r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train-{{model}}"},
+                "spec": {"template": {"spec": {"containers": [{"name": "t", "image": "i", "args": ["{{policy}}"]}]}}}}"#,
+        )
+        .unwrap();
+        let action = |model: &str| PendingAction {
             request_id: "r-1".into(),
             kind: ActionKind::KubernetesJob,
-            request: serde_json::json!({"model": "churn", "policy": "drift", "data": {"archive_prefix": "s3://lake/f/", "from_time": 1, "to_time": 2}}),
+            request: serde_json::json!({"model": model, "policy": "drift", "data": {"archive_prefix": "p", "from_time": 1, "to_time": 2}}),
         };
-        let out = render_job(
-            "name: train-{{model}}-{{request_id}}\nargs: [{{archive_prefix}}, {{from_time}}, {{to_time}}, {{policy}}]",
-            &action,
+        let client = reqwest::Client::new();
+        let e = kubernetes_job(
+            &client,
+            &settings,
+            &decl,
+            &template,
+            &action("Churn\"\n  hostPath: /"),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("metadata.name"), "{e}");
+        assert!(requests.lock().unwrap().is_empty(), "nothing sent");
+        kubernetes_job(&client, &settings, &decl, &template, &action("churn"))
+            .await
+            .unwrap();
+        let sent = requests.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        let (head, body) = sent[0].split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("POST /apis/batch/v1/namespaces/ml/jobs "),
+            "{head}"
         );
-        assert_eq!(
-            out,
-            "name: train-churn-r-1\nargs: [s3://lake/f/, 1, 2, drift]"
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
         );
+        let manifest: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(manifest["metadata"]["name"], "train-churn");
     }
 }

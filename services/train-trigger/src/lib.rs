@@ -8,8 +8,10 @@ mod actions;
 pub mod config;
 mod cron;
 mod drift;
+mod template;
 mod trigger;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -73,6 +75,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         &settings.schemas,
     )
     .map_err(anyhow::Error::msg)?;
+    // Job templates are parsed (and their placeholders checked) once, here: a broken one stops
+    // the start.
+    let mut templates = HashMap::new();
+    for decl in &declared {
+        if let Some(w) = &decl.webhook {
+            actions::check_webhook_env(w, &settings.webhook_env)
+                .with_context(|| format!("trigger {}", decl.name))?;
+        }
+        if let Some(j) = &decl.kubernetes_job {
+            let template = template::JobTemplate::load(&settings.schemas, &j.template)
+                .with_context(|| format!("trigger {}", decl.name))?;
+            templates.insert(decl.name.clone(), template);
+        }
+    }
     let registry = RegistryClient::new(&config.registry)?;
     let requests = catalog
         .topic(REQUESTS_TOPIC)
@@ -81,12 +97,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .register(&requests.value_subject(), &requests.value_schema_json)
         .await
         .context("register the schema of train.requests")?;
-    for decl in &declared {
-        if let Some(w) = &decl.webhook {
-            actions::check_webhook_env(w, &settings.webhook_env)
-                .with_context(|| format!("trigger {}", decl.name))?;
-        }
-    }
     let mut triggers = Vec::new();
     for decl in declared {
         let mut t = Trigger::plan(decl, &catalog, &settings.archive_root).await?;
@@ -187,6 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             actions::kubernetes_client(&settings.kubernetes)?
         },
         triggers,
+        templates,
         registry,
         settings,
         metrics,
@@ -211,6 +222,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 struct Triggers {
     triggers: Vec<Trigger>,
+    /// The parsed Job template of each trigger with a `kubernetes_job`, by trigger name.
+    templates: HashMap<String, template::JobTemplate>,
     registry: RegistryClient,
     settings: Settings,
     metrics: Metrics,
@@ -257,19 +270,22 @@ impl Triggers {
                         }
                         None => Ok(()),
                     },
-                    actions::ActionKind::KubernetesJob => match &t.decl.kubernetes_job {
-                        Some(j) => {
-                            actions::kubernetes_job(
-                                &self.kubernetes,
-                                &self.settings.kubernetes,
-                                j,
-                                &self.settings.schemas,
-                                &action,
-                            )
-                            .await
+                    actions::ActionKind::KubernetesJob => {
+                        match (&t.decl.kubernetes_job, self.templates.get(&t.decl.name)) {
+                            (Some(j), Some(template)) => {
+                                actions::kubernetes_job(
+                                    &self.kubernetes,
+                                    &self.settings.kubernetes,
+                                    j,
+                                    template,
+                                    &action,
+                                )
+                                .await
+                            }
+                            (Some(_), None) => Err(anyhow::anyhow!("no job template was loaded")),
+                            (None, _) => Ok(()),
                         }
-                        None => Ok(()),
-                    },
+                    }
                 };
                 if let Err(e) = result {
                     if self.shutdown.is_cancelled() {

@@ -154,8 +154,9 @@ fn default_attempts() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesJobDecl {
-    /// A Job manifest (YAML or JSON) beside the catalog; `{{request_id}}`, `{{model}}`,
-    /// `{{policy}}`, `{{from_time}}`, `{{to_time}}` and `{{archive_prefix}}` are replaced.
+    /// A Job manifest in JSON, at this path relative to the catalog's folder; `{{request_id}}`,
+    /// `{{model}}`, `{{policy}}`, `{{from_time}}`, `{{to_time}}` and `{{archive_prefix}}` are
+    /// filled in inside its string values only (train-trigger parses it at start-up).
     pub template: String,
     /// Namespace of the Job.
     pub namespace: String,
