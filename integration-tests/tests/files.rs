@@ -1,7 +1,8 @@
 //! File sources of ingest through a real broker: a 100,000-row CSV and a 100,000-row Parquet
 //! file dropped in a landing folder produce exactly 100,000 records each; the same file written
 //! again produces none; a changed file is ingested again; rows that cannot be read go to
-//! dlq.ingest naming the file and line.
+//! dlq.ingest naming the file and line, and so do what the source's limits refuse (a line too
+//! long, rows past the row limit, an object too large).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,7 +20,9 @@ use tributary_integration_tests::{
 
 const ROWS: usize = 100_000;
 
-fn write_catalog(dir: &Path, landing: &Path) -> Result<()> {
+/// The catalog with the source `products` reading `landing`; `settings` are added to the
+/// source's declaration.
+fn write_catalog(dir: &Path, landing: &Path, settings: &str) -> Result<()> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
     std::fs::copy(
         repo.join("files.products-value.avsc"),
@@ -28,7 +31,7 @@ fn write_catalog(dir: &Path, landing: &Path) -> Result<()> {
     std::fs::write(
         dir.join("catalog.toml"),
         format!(
-            "[[topic]]\nname = \"files.products\"\npartitions = 2\nkey_field = \"product_id\"\nevent_time_field = \"updated_at\"\n\n[[source]]\ntype = \"files\"\nname = \"products\"\nurl = \"file://{}/\"\ntopic = \"files.products\"\npoll_seconds = 1\n",
+            "[[topic]]\nname = \"files.products\"\npartitions = 2\nkey_field = \"product_id\"\nevent_time_field = \"updated_at\"\n\n[[source]]\ntype = \"files\"\nname = \"products\"\nurl = \"file://{}/\"\ntopic = \"files.products\"\npoll_seconds = 1\n{settings}",
             landing.display()
         ),
     )?;
@@ -141,7 +144,7 @@ async fn wait_records(
 async fn files_are_ingested_once_and_bad_rows_are_dead_lettered() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let landing = tempfile::tempdir()?;
-    write_catalog(dir.path(), landing.path())?;
+    write_catalog(dir.path(), landing.path(), "")?;
     let stack = Stack::start(dir.path()).await?;
     let config = format!(
         "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nsources = [\"products\"]\nfiles_progress_topic = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n{}",
@@ -294,6 +297,123 @@ async fn files_on_s3_are_ingested_once() -> Result<()> {
         read_to_end(&stack.broker, "files.products", Duration::from_secs(30))?.len(),
         3
     );
+    assert!(service.stop()?, "{}", service.log());
+    Ok(())
+}
+
+/// Small limits: a line over `max_line_bytes` is dead-lettered and the lines after it go on; a
+/// file of more rows than `max_rows_per_file` stops at the first row past it; a file over
+/// `max_object_bytes` is not read. Each refusal is one dead letter naming the file, the line and
+/// the reason; none is repeated at later polls, and the service goes on ingesting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_rows_past_the_limit_and_large_files_are_refused_naming_file_and_line()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let landing = tempfile::tempdir()?;
+    write_catalog(
+        dir.path(),
+        landing.path(),
+        "max_object_bytes = 4096\nmax_line_bytes = 200\nmax_rows_per_file = 5\n",
+    )?;
+    let stack = Stack::start(dir.path()).await?;
+    let config = format!(
+        "[ingest]\nlisten = \"127.0.0.1:0\"\nschemas = \"{}\"\nsources = [\"products\"]\nfiles_progress_topic = \"{}\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n{}",
+        dir.path().display(),
+        unique("_files"),
+        stack.broker.bootstrap(),
+        stack.registry.section()
+    );
+    // Line 5, a row that fits the topic but for its 300-byte name, between good lines.
+    let long = format!(
+        "l-0,S,{},c,1.00,EUR,true,2026-11-28T10:00:00Z\n",
+        "n".repeat(300)
+    );
+    let a = format!(
+        "{HEADER}{}{}{}{long}{}",
+        csv_row(1),
+        csv_row(2),
+        csv_row(3),
+        csv_row(4)
+    );
+    // Eight rows on lines 2 to 9: five go on, line 7 is the first refused.
+    let b: String = std::iter::once(HEADER.to_string())
+        .chain((10..18).map(csv_row))
+        .collect();
+    // Over 4096 bytes: not read at all.
+    let c: String = std::iter::once(HEADER.to_string())
+        .chain((100..170).map(csv_row))
+        .collect();
+    ensure!(c.len() > 4096, "{} bytes", c.len());
+    std::fs::write(landing.path().join("products-a.csv"), &a)?;
+    std::fs::write(landing.path().join("products-b.csv"), &b)?;
+    std::fs::write(landing.path().join("products-c.csv"), &c)?;
+    let mut service = Service::start("tributary-ingest", &config)?;
+
+    let records = wait_records(&stack, "files.products", 9, &service).await?;
+    let keys: BTreeSet<String> = records.iter().map(key_of).collect();
+    let expected: BTreeSet<String> = [1, 2, 3, 4, 10, 11, 12, 13, 14]
+        .iter()
+        .map(|i| format!("p-{i}"))
+        .collect();
+    assert_eq!(keys, expected, "{}", service.log());
+    assert_eq!(records.len(), 9);
+
+    let dlq = read_all(&stack.broker, "dlq.ingest", 3, Duration::from_secs(60))?;
+    assert_eq!(dlq.len(), 3, "{dlq:?}\n{}", service.log());
+    let letter = |file: &str| {
+        dlq.iter()
+            .find(|r| r.headers["tributary.source.topic"].ends_with(file))
+            .map(|r| {
+                assert_eq!(r.headers["tributary.error.class"], "file_limit", "{r:?}");
+                (
+                    r.headers["tributary.source.offset"].clone(),
+                    r.headers["tributary.error.message"].clone(),
+                )
+            })
+            .unwrap_or_default()
+    };
+    let (line, message) = letter("products-a.csv");
+    assert_eq!(line, "5", "{message}");
+    assert!(
+        message.contains("products-a.csv line 5: line of ")
+            && message.contains("is over max_line_bytes (200); skipped"),
+        "{message}"
+    );
+    let (line, message) = letter("products-b.csv");
+    assert_eq!(line, "7", "{message}");
+    assert!(
+        message.contains("products-b.csv line 7: over max_rows_per_file (5)"),
+        "{message}"
+    );
+    let (line, message) = letter("products-c.csv");
+    assert_eq!(line, "-1", "the whole file: {message}");
+    assert!(
+        message.contains(&format!(
+            "products-c.csv: object of {} bytes is over max_object_bytes (4096)",
+            c.len()
+        )),
+        "{message}"
+    );
+    let log = service.log();
+    for warning in ["file line refused", "rest of file refused", "file refused"] {
+        assert!(log.contains(warning), "{warning}: {log}");
+    }
+
+    // Recorded as done: later polls refuse nothing again. The service goes on.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        read_to_end(&stack.broker, "dlq.ingest", Duration::from_secs(30))?.len(),
+        3
+    );
+    assert!(service.is_running(), "{}", service.log());
+    std::fs::write(
+        landing.path().join("products-d.csv"),
+        format!("{HEADER}{}{}", csv_row(20), csv_row(21)),
+    )?;
+    let n = wait_records(&stack, "files.products", 11, &service)
+        .await?
+        .len();
+    assert_eq!(n, 11);
     assert!(service.stop()?, "{}", service.log());
     Ok(())
 }

@@ -10,6 +10,13 @@
 //! one whose content hash matches (an identical re-upload) is skipped after reading; any other
 //! is ingested (again). A file's progress record is written only after all its records and dead
 //! letters were acknowledged: a crash re-ingests the file from its start (at-least-once).
+//!
+//! Limits, per source (`max_object_bytes`, `max_line_bytes`, `max_rows_per_file`): an object
+//! listed larger than its limit is not read; a CSV or NDJSON line longer than its limit is
+//! skipped to the next line without being held (at most the limit plus its line end is ever
+//! buffered for a line); rows past the row limit are not read. Each refusal is one dead letter
+//! (class `file_limit`) naming the file, the line (or row) and the reason, and a warning; the
+//! file is then recorded as done like any other, so it is not read again until it changes.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Cursor, Write};
@@ -26,7 +33,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tributary_core::bus::{
     DeadLetter, KafkaConfig, OutboundRecord, Producer, dead_letter_record, read_partition,
 };
@@ -41,6 +48,16 @@ use crate::config::ObjectStoreSettings;
 /// Rows read and produced at a time.
 const CHUNK_ROWS: usize = 5_000;
 
+/// Bytes of CSV or NDJSON lines read at a time (a chunk ends at `CHUNK_ROWS` lines or once it
+/// holds this much, so long lines do not multiply into a large chunk).
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// Dead-letter class of rows that cannot be read or do not fit the topic.
+const CLASS_ROW: &str = "file_row";
+
+/// Dead-letter class of what a limit refused: an object, a line, the rows past the last allowed.
+const CLASS_LIMIT: &str = "file_limit";
+
 /// What the progress topic records of an ingested file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Done {
@@ -49,6 +66,26 @@ pub(crate) struct Done {
     sha256: String,
     records: u64,
     bad_rows: u64,
+    /// Why the file (or its rest) was refused, if it was; an object refused for its size is
+    /// recorded unread, with an empty `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
+}
+
+impl Done {
+    /// Whether a listed object of `size` and `e_tag` is the one recorded and needs no reading:
+    /// the same size and e-tag; or, refused unread for its size, the same size (and e-tag, if
+    /// any) and still over `max_object_bytes` (a raised limit reads it).
+    fn covers(&self, size: u64, e_tag: Option<&String>, max_object_bytes: u64) -> bool {
+        if self.size != size || self.e_tag.as_ref() != e_tag {
+            return false;
+        }
+        if self.sha256.is_empty() {
+            size > max_object_bytes
+        } else {
+            self.e_tag.is_some()
+        }
+    }
 }
 
 /// A running file source.
@@ -163,9 +200,7 @@ impl FileSource {
                 continue;
             };
             if let Some(d) = self.done.get(&path)
-                && d.size == meta.size
-                && d.e_tag.is_some()
-                && d.e_tag == meta.e_tag
+                && d.covers(meta.size, meta.e_tag.as_ref(), self.decl.max_object_bytes)
             {
                 continue;
             }
@@ -187,14 +222,28 @@ impl FileSource {
         format: FileFormat,
     ) -> anyhow::Result<()> {
         let path = location.to_string();
+        let max_bytes = self.decl.max_object_bytes;
+        if size > max_bytes {
+            let reason = format!("object of {size} bytes is over max_object_bytes ({max_bytes})");
+            return self.refuse_unread(&path, size, e_tag, reason).await;
+        }
         // Stream the object to a temporary file, hashing it.
         let tmp = tempfile::NamedTempFile::new().context("create a temporary file")?;
         let mut hasher = Sha256::new();
         {
             let mut out = std::io::BufWriter::new(tmp.as_file());
             let mut body = self.lake.store().get(location).await?.into_stream();
+            let mut read = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
+                read += chunk.len() as u64;
+                if read > max_bytes {
+                    // It grew after it was listed: what is known is that it is too large.
+                    let reason = format!(
+                        "object grew past max_object_bytes ({max_bytes}) while read (listed with {size} bytes)"
+                    );
+                    return self.refuse_unread(&path, size, e_tag, reason).await;
+                }
                 hasher.update(&chunk);
                 out.write_all(&chunk)?;
             }
@@ -218,20 +267,41 @@ impl FileSource {
             info!(source = %self.decl.name, file = %path, "file unchanged (same content); skipped");
             return Ok(());
         }
-        let mut reader = Rows::open(tmp.path(), format, self.decl.csv_delimiter, &self.target)?;
+        let limits = RowLimits {
+            max_line_bytes: self.decl.max_line_bytes,
+            max_rows: self.decl.max_rows_per_file,
+        };
+        let mut reader = Rows::open(
+            tmp.path(),
+            format,
+            self.decl.csv_delimiter,
+            &self.target,
+            limits,
+        )?;
         let mut encoder = AvroBatchEncoder::new(
             self.schema_id,
             &self.topic.value_schema_json,
             self.target.clone(),
         )?;
         let (mut records, mut bad) = (0u64, 0u64);
+        let mut refused = None;
         loop {
             let chunk = tokio::task::block_in_place(|| reader.next_chunk())?;
             let Some(chunk) = chunk else { break };
             let mut out: Vec<OutboundRecord> = Vec::new();
             for (line, message) in &chunk.errors {
                 bad += 1;
-                out.push(self.dead_letter(&path, *line, message));
+                out.push(self.dead_letter(&path, Some(*line), CLASS_ROW, message));
+            }
+            for (line, reason) in &chunk.too_long {
+                bad += 1;
+                warn!(source = %self.decl.name, file = %path, line, reason = %reason, "file line refused");
+                out.push(self.dead_letter(&path, Some(*line), CLASS_LIMIT, reason));
+            }
+            if let Some((line, reason)) = &chunk.stop {
+                warn!(source = %self.decl.name, file = %path, line, reason = %reason, "rest of file refused");
+                out.push(self.dead_letter(&path, Some(*line), CLASS_LIMIT, reason));
+                refused = Some(reason.clone());
             }
             for (batch, lines) in chunk.batches {
                 let conformer = match Conformer::new(&batch.schema(), self.target.clone()) {
@@ -249,7 +319,12 @@ impl FileSource {
                         for (row, message) in &row_errors {
                             keep[*row] = false;
                             bad += 1;
-                            out.push(self.dead_letter(&path, lines[*row], message));
+                            out.push(self.dead_letter(
+                                &path,
+                                Some(lines[*row]),
+                                CLASS_ROW,
+                                message,
+                            ));
                         }
                         let kept = arrow::compute::filter_record_batch(
                             &batch,
@@ -291,13 +366,47 @@ impl FileSource {
             sha256,
             records,
             bad_rows: bad,
+            refused,
         };
         self.save_progress(&path, &d).await?;
         info!(source = %self.decl.name, file = %path, records, bad_rows = bad, "file ingested");
         Ok(())
     }
 
-    fn dead_letter(&self, path: &str, line: u64, message: &str) -> OutboundRecord {
+    /// Refuses a whole object without reading it: one dead letter, then the progress record
+    /// (unread: no hash), after the dead letter was acknowledged.
+    async fn refuse_unread(
+        &mut self,
+        path: &str,
+        size: u64,
+        e_tag: Option<String>,
+        reason: String,
+    ) -> anyhow::Result<()> {
+        warn!(source = %self.decl.name, file = %path, reason = %reason, "file refused");
+        let letter = self.dead_letter(path, None, CLASS_LIMIT, &reason);
+        self.producer
+            .send(&letter)
+            .await
+            .context("produce the file's dead letter")?;
+        let d = Done {
+            size,
+            e_tag,
+            sha256: String::new(),
+            records: 0,
+            bad_rows: 0,
+            refused: Some(reason),
+        };
+        self.save_progress(path, &d).await
+    }
+
+    /// A dead letter for `path`: at `line` (a row for Parquet and Avro), or the whole file.
+    fn dead_letter(
+        &self,
+        path: &str,
+        line: Option<u64>,
+        class: &str,
+        message: &str,
+    ) -> OutboundRecord {
         let what = if matches!(
             self.decl.format.or_else(|| FileFormat::from_name(path)),
             Some(FileFormat::Parquet | FileFormat::Avro)
@@ -306,16 +415,17 @@ impl FileSource {
         } else {
             "line"
         };
-        let message = format!(
-            "source {}: file {path} {what} {line}: {message}",
-            self.decl.name
-        );
+        let at = match line {
+            Some(line) => format!(" {what} {line}"),
+            None => String::new(),
+        };
+        let message = format!("source {}: file {path}{at}: {message}", self.decl.name);
         let letter = DeadLetter {
             stage: "ingest",
             source_topic: path,
             partition: -1,
-            offset: i64::try_from(line).unwrap_or(i64::MAX),
-            error_class: "file_row",
+            offset: line.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            error_class: class,
             message: &message,
         };
         dead_letter_record(&letter, None, Vec::new())
@@ -336,25 +446,50 @@ impl FileSource {
     }
 }
 
-/// A chunk of rows: batches with the line (or row) number of each row, and rows that could not
-/// be read.
+/// The limits a file's rows are read within.
+#[derive(Debug, Clone, Copy)]
+struct RowLimits {
+    /// Longest CSV or NDJSON line, without its line end.
+    max_line_bytes: usize,
+    /// Most rows read.
+    max_rows: u64,
+}
+
+/// A chunk of rows: batches with the line (or row) number of each row, rows that could not be
+/// read, lines over the length limit, and where the file stops before its end (past the row
+/// limit, or a CSV header over the line limit), each with its line (or row) and reason.
+#[derive(Default)]
 struct Chunk {
     batches: Vec<(RecordBatch, Vec<u64>)>,
     errors: Vec<(u64, String)>,
+    too_long: Vec<(u64, String)>,
+    stop: Option<(u64, String)>,
 }
 
-/// Reads a file in chunks.
-enum Rows {
+/// Reads a file in chunks, within its limits.
+struct Rows {
+    source: RowSource,
+    limits: RowLimits,
+    /// Rows read so far (blank lines aside).
+    rows: u64,
+    /// Where and why the file stops before its end, told by the next chunk.
+    stop: Option<(u64, String)>,
+    /// Nothing more to read.
+    ended: bool,
+}
+
+enum RowSource {
     Lines {
         format: FileFormat,
         reader: BufReader<std::fs::File>,
         schema: SchemaRef,
         delimiter: u8,
         line: u64,
+        /// The line being read (at most `max_line_bytes` and its line end).
+        buf: Vec<u8>,
     },
     Batches {
         batches: Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>,
-        row: u64,
     },
 }
 
@@ -364,23 +499,39 @@ impl Rows {
         format: FileFormat,
         delimiter: char,
         target: &SchemaRef,
+        limits: RowLimits,
     ) -> anyhow::Result<Self> {
         let f = std::fs::File::open(file)?;
-        match format {
+        let mut stop = None;
+        let source = match format {
             FileFormat::Csv | FileFormat::Ndjson => {
                 let mut reader = BufReader::new(f);
+                let mut buf = Vec::new();
                 let mut line = 0;
                 let schema = if format == FileFormat::Csv {
                     // The header names the columns; each takes the type of the topic's field of
                     // that name (text for enums, which the conformer maps onto symbols).
-                    let mut header = String::new();
-                    reader.read_line(&mut header)?;
                     line = 1;
-                    let names: Vec<String> = header
-                        .trim_end_matches(['\r', '\n'])
-                        .split(delimiter)
-                        .map(|s| s.trim().trim_matches('"').to_string())
-                        .collect();
+                    let names: Vec<String> = match read_line_bounded(
+                        &mut reader,
+                        &mut buf,
+                        limits.max_line_bytes,
+                    )? {
+                        ReadLine::TooLong(n) => {
+                            stop = Some((
+                                1,
+                                format!(
+                                    "header line of {n} bytes is over max_line_bytes ({}); the file is not read",
+                                    limits.max_line_bytes
+                                ),
+                            ));
+                            Vec::new()
+                        }
+                        ReadLine::End | ReadLine::Line => String::from_utf8_lossy(&buf)
+                            .split(delimiter)
+                            .map(|s| s.trim().trim_matches('"').to_string())
+                            .collect(),
+                    };
                     Arc::new(Schema::new(
                         names
                             .iter()
@@ -396,95 +547,151 @@ impl Rows {
                             .collect::<Vec<_>>(),
                     ))
                 };
-                Ok(Self::Lines {
+                RowSource::Lines {
                     format,
                     reader,
                     schema,
                     delimiter: delimiter as u8,
                     line,
-                })
+                    buf,
+                }
             }
             FileFormat::Parquet => {
                 let reader =
                     parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?
                         .with_batch_size(CHUNK_ROWS)
                         .build()?;
-                Ok(Self::Batches {
+                RowSource::Batches {
                     batches: Box::new(reader),
-                    row: 0,
-                })
+                }
             }
             FileFormat::Avro => {
                 let reader = arrow_avro::reader::ReaderBuilder::new()
                     .with_batch_size(CHUNK_ROWS)
                     .build(BufReader::new(f))?;
-                Ok(Self::Batches {
+                RowSource::Batches {
                     batches: Box::new(reader),
-                    row: 0,
-                })
+                }
             }
-        }
+        };
+        Ok(Self {
+            source,
+            limits,
+            rows: 0,
+            stop,
+            ended: false,
+        })
     }
 
     fn next_chunk(&mut self) -> anyhow::Result<Option<Chunk>> {
-        match self {
-            Self::Batches { batches, row } => match batches.next() {
-                None => Ok(None),
-                Some(batch) => {
-                    let batch = batch?;
-                    let first = *row + 1;
-                    *row += batch.num_rows() as u64;
-                    let rows = (first..=*row).collect();
-                    Ok(Some(Chunk {
-                        batches: vec![(batch, rows)],
-                        errors: Vec::new(),
-                    }))
+        let Self {
+            source,
+            limits,
+            rows,
+            stop,
+            ended,
+        } = self;
+        if let Some(stop) = stop.take() {
+            *ended = true;
+            return Ok(Some(Chunk {
+                stop: Some(stop),
+                ..Chunk::default()
+            }));
+        }
+        if *ended {
+            return Ok(None);
+        }
+        let rest_refused = |what: &str| {
+            format!(
+                "over max_rows_per_file ({}): this {what} and the rest of the file are not read",
+                limits.max_rows
+            )
+        };
+        let mut chunk = Chunk::default();
+        match source {
+            RowSource::Batches { batches } => {
+                let Some(batch) = batches.next() else {
+                    *ended = true;
+                    return Ok(None);
+                };
+                let batch = batch?;
+                let n = batch.num_rows() as u64;
+                let allowed = limits.max_rows.saturating_sub(*rows);
+                if n > allowed {
+                    *ended = true;
+                    chunk.stop = Some((*rows + allowed + 1, rest_refused("row")));
                 }
-            },
-            Self::Lines {
+                let take = n.min(allowed);
+                if take > 0 || n == 0 {
+                    let first = *rows + 1;
+                    *rows += take;
+                    let kept = usize::try_from(take).unwrap_or(usize::MAX);
+                    chunk
+                        .batches
+                        .push((batch.slice(0, kept), (first..=*rows).collect()));
+                }
+                Ok(Some(chunk))
+            }
+            RowSource::Lines {
                 format,
                 reader,
                 schema,
                 delimiter,
                 line,
+                buf,
             } => {
+                // The chunk's lines, each ended by `\n`, and each line's number and span.
                 let mut text = Vec::new();
-                let mut lines = Vec::new();
-                let mut buf = String::new();
-                while lines.len() < CHUNK_ROWS {
-                    buf.clear();
-                    if reader.read_line(&mut buf)? == 0 {
+                let mut spans: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+                while spans.len() + chunk.too_long.len() < CHUNK_ROWS && text.len() < CHUNK_BYTES {
+                    let read = read_line_bounded(reader, buf, limits.max_line_bytes)?;
+                    if read == ReadLine::End {
+                        *ended = true;
                         break;
                     }
                     *line += 1;
-                    if buf.trim().is_empty() {
+                    if read == ReadLine::Line && buf.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    lines.push((*line, buf.trim_end_matches(['\r', '\n']).to_string()));
-                }
-                if lines.is_empty() {
-                    return Ok(None);
-                }
-                for (_, l) in &lines {
-                    text.extend_from_slice(l.as_bytes());
+                    if *rows >= limits.max_rows {
+                        *ended = true;
+                        chunk.stop = Some((*line, rest_refused("line")));
+                        break;
+                    }
+                    *rows += 1;
+                    if let ReadLine::TooLong(n) = read {
+                        chunk.too_long.push((
+                            *line,
+                            format!(
+                                "line of {n} bytes is over max_line_bytes ({}); skipped",
+                                limits.max_line_bytes
+                            ),
+                        ));
+                        continue;
+                    }
+                    let start = text.len();
+                    text.extend_from_slice(buf);
+                    spans.push((*line, start..text.len()));
                     text.push(b'\n');
                 }
-                let mut chunk = Chunk {
-                    batches: Vec::new(),
-                    errors: Vec::new(),
-                };
+                if spans.is_empty() && chunk.too_long.is_empty() && chunk.stop.is_none() {
+                    return Ok(None);
+                }
+                if spans.is_empty() {
+                    return Ok(Some(chunk));
+                }
                 match parse(*format, schema, *delimiter, &text) {
-                    Ok(batch) if batch.num_rows() == lines.len() => {
+                    Ok(batch) if batch.num_rows() == spans.len() => {
                         chunk
                             .batches
-                            .push((batch, lines.iter().map(|(n, _)| *n).collect()));
+                            .push((batch, spans.iter().map(|(n, _)| *n).collect()));
                     }
                     _ => {
                         // Find the lines at fault: parse them one by one.
-                        for (n, l) in &lines {
-                            let mut one = l.as_bytes().to_vec();
-                            one.push(b'\n');
-                            match parse(*format, schema, *delimiter, &one) {
+                        for (n, span) in &spans {
+                            // The line and its `\n`.
+                            let one = &text[span.start..=span.end];
+                            match parse(*format, schema, *delimiter, one) {
                                 Ok(batch) if batch.num_rows() == 1 => {
                                     chunk.batches.push((batch, vec![*n]))
                                 }
@@ -500,6 +707,90 @@ impl Rows {
             }
         }
     }
+}
+
+/// What [`read_line_bounded`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadLine {
+    /// The end of the input: no more lines.
+    End,
+    /// A line, now in the buffer without its line end (`\n`, and any `\r` before it).
+    Line,
+    /// A line of this many bytes (without its line end) over the limit: consumed up to its
+    /// `\n` (or the end of the input) without being held; the buffer is empty.
+    TooLong(u64),
+}
+
+/// Reads the next line of `reader` into `buf` (cleared first), never holding more than `max`
+/// bytes of it plus its line end (`buf` never grows beyond `max + 1` bytes): a longer line is
+/// read on to its end and dropped piece by piece. The last line needs no `\n`.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<ReadLine> {
+    buf.clear();
+    // Room for the line and a `\r` before its `\n`.
+    let room = max.saturating_add(1);
+    let mut any = false;
+    // The bytes of a line found too long, so far, and whether the last of them was a `\r`.
+    let mut skipped: Option<u64> = None;
+    let mut last_cr = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            if !any {
+                return Ok(ReadLine::End);
+            }
+            break;
+        }
+        any = true;
+        let newline = available.iter().position(|b| *b == b'\n');
+        let piece = &available[..newline.unwrap_or(available.len())];
+        if let Some(&last) = piece.last() {
+            last_cr = last == b'\r';
+        }
+        match &mut skipped {
+            Some(n) => *n += piece.len() as u64,
+            None if buf.len() + piece.len() > room => {
+                skipped = Some((buf.len() + piece.len()) as u64);
+                buf.clear();
+            }
+            None => extend_within(buf, piece, room),
+        }
+        let used = piece.len() + usize::from(newline.is_some());
+        reader.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    if let Some(n) = skipped {
+        return Ok(ReadLine::TooLong(n - u64::from(last_cr)));
+    }
+    let length = buf.len() - usize::from(buf.last() == Some(&b'\r'));
+    if length > max {
+        buf.clear();
+        return Ok(ReadLine::TooLong(length as u64));
+    }
+    while buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(ReadLine::Line)
+}
+
+/// Appends `piece` to `buf`, growing it by doubling but never beyond `cap` bytes of capacity
+/// (the caller keeps `buf.len() + piece.len() <= cap`).
+fn extend_within(buf: &mut Vec<u8>, piece: &[u8], cap: usize) {
+    let needed = buf.len() + piece.len();
+    if needed > buf.capacity() {
+        let target = needed.max(buf.capacity().saturating_mul(2)).min(cap);
+        buf.reserve_exact(target.max(needed) - buf.len());
+    }
+    buf.extend_from_slice(piece);
 }
 
 fn parse(
@@ -540,5 +831,264 @@ fn text_type(target: &SchemaRef, name: &str) -> DataType {
         | DataType::Timestamp(_, _)
         | DataType::Decimal128(_, _) => field.data_type().clone(),
         _ => DataType::Utf8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::io::Read;
+
+    /// Every line of `input` read with a limit of `max`, through a reader buffer of `capacity`
+    /// bytes (small ones split lines and line ends across reads).
+    fn lines(input: &[u8], max: usize, capacity: usize) -> Vec<(ReadLine, String)> {
+        let mut reader = BufReader::with_capacity(capacity, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let read = read_line_bounded(&mut reader, &mut buf, max).unwrap();
+            if read == ReadLine::End {
+                return out;
+            }
+            assert!(
+                buf.capacity() <= max + 1,
+                "{} > {}",
+                buf.capacity(),
+                max + 1
+            );
+            out.push((read, String::from_utf8(buf.clone()).unwrap()));
+        }
+    }
+
+    fn line(text: &str) -> (ReadLine, String) {
+        (ReadLine::Line, text.to_string())
+    }
+
+    fn too_long(n: u64) -> (ReadLine, String) {
+        (ReadLine::TooLong(n), String::new())
+    }
+
+    #[test]
+    fn a_line_at_the_limit_passes_and_one_byte_more_is_refused() {
+        for capacity in [1, 2, 3, 5, 8192] {
+            assert_eq!(
+                lines(b"12345\n123456\nok\n", 5, capacity),
+                vec![line("12345"), too_long(6), line("ok")],
+                "capacity {capacity}"
+            );
+            // The last line needs no line end, and is bounded the same way.
+            assert_eq!(
+                lines(b"ok\n12345", 5, capacity),
+                vec![line("ok"), line("12345")]
+            );
+            assert_eq!(
+                lines(b"ok\n123456", 5, capacity),
+                vec![line("ok"), too_long(6)]
+            );
+        }
+    }
+
+    #[test]
+    fn crlf_line_ends_are_not_counted_and_are_stripped() {
+        for capacity in [1, 2, 4, 8192] {
+            assert_eq!(
+                lines(b"12345\r\n123456\r\n\r\nab\r", 5, capacity),
+                vec![line("12345"), too_long(6), line(""), line("ab")],
+                "capacity {capacity}"
+            );
+            // A long line ending in CRLF reports its length without the line end.
+            assert_eq!(
+                lines(b"1234567890\r\nx\n", 5, capacity),
+                vec![too_long(10), line("x")]
+            );
+        }
+        assert_eq!(lines(b"", 5, 8192), vec![]);
+        assert_eq!(lines(b"\n\n", 5, 8192), vec![line(""), line("")]);
+    }
+
+    #[test]
+    fn a_huge_line_is_skipped_holding_no_more_than_the_limit() {
+        const HUGE: u64 = 64 << 20;
+        // 64 MiB without a line end, then a line; then the same at the end of the input.
+        let input = std::io::repeat(b'x')
+            .take(HUGE)
+            .chain(&b"\r\nnext\n"[..])
+            .chain(std::io::repeat(b'y').take(HUGE));
+        let mut reader = BufReader::new(input);
+        let mut buf = Vec::new();
+        let max = 1024;
+        let read = read_line_bounded(&mut reader, &mut buf, max).unwrap();
+        assert_eq!(read, ReadLine::TooLong(HUGE));
+        assert!(
+            buf.is_empty() && buf.capacity() <= max + 1,
+            "{}",
+            buf.capacity()
+        );
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buf, max).unwrap(),
+            ReadLine::Line
+        );
+        assert_eq!(buf, b"next");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buf, max).unwrap(),
+            ReadLine::TooLong(HUGE)
+        );
+        assert!(buf.capacity() <= max + 1, "{}", buf.capacity());
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buf, max).unwrap(),
+            ReadLine::End
+        );
+    }
+
+    fn target() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+        ]))
+    }
+
+    /// What a file's rows came to.
+    #[derive(Debug, Default)]
+    struct ReadAll {
+        /// The line (or row) of each row read.
+        rows: Vec<u64>,
+        /// Lines refused as too long.
+        too_long: Vec<u64>,
+        /// Where and why the file stopped.
+        stop: Option<(u64, String)>,
+        /// Lines that could not be read.
+        errors: Vec<u64>,
+    }
+
+    fn read_all(file: &FsPath, format: FileFormat, limits: RowLimits) -> ReadAll {
+        let mut rows = Rows::open(file, format, ',', &target(), limits).unwrap();
+        let mut all = ReadAll::default();
+        while let Some(chunk) = rows.next_chunk().unwrap() {
+            for (batch, lines) in chunk.batches {
+                assert_eq!(batch.num_rows(), lines.len());
+                all.rows.extend(lines);
+            }
+            all.too_long.extend(chunk.too_long.iter().map(|(n, _)| *n));
+            all.errors.extend(chunk.errors.iter().map(|(n, _)| *n));
+            if chunk.stop.is_some() {
+                assert!(all.stop.is_none(), "one stop");
+                all.stop = chunk.stop;
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn csv_lines_over_the_limit_are_refused_and_rows_past_the_limit_stop_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.csv");
+        let long = "z".repeat(100);
+        std::fs::write(
+            &file,
+            format!("a,b\r\nx,1\r\n\r\n{long},2\r\ny,3\nbad,no\nw,5\nv,6\nu,7\n"),
+        )
+        .unwrap();
+        let limits = |max_rows| RowLimits {
+            max_line_bytes: 20,
+            max_rows,
+        };
+        // Lines 2 to 9: line 3 is blank (not a row), line 4 too long, line 6 unreadable.
+        let all = read_all(&file, FileFormat::Csv, limits(100));
+        assert_eq!(all.rows, vec![2, 5, 7, 8, 9]);
+        assert_eq!(
+            (all.too_long, all.errors, all.stop),
+            (vec![4], vec![6], None)
+        );
+        // Four rows allowed (the long and the unreadable line count): line 7 is the first
+        // refused.
+        let all = read_all(&file, FileFormat::Csv, limits(4));
+        assert_eq!((all.rows, all.too_long), (vec![2, 5], vec![4]));
+        let (line, reason) = all.stop.unwrap();
+        assert_eq!(line, 7);
+        assert!(reason.contains("max_rows_per_file (4)"), "{reason}");
+        // Exactly as many rows as allowed: no refusal.
+        let all = read_all(&file, FileFormat::Csv, limits(7));
+        assert_eq!((all.rows.len(), all.stop), (5, None));
+    }
+
+    #[test]
+    fn a_csv_header_over_the_limit_refuses_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.csv");
+        std::fs::write(&file, format!("a,b,{}\nx,1\n", "c".repeat(50))).unwrap();
+        let limits = RowLimits {
+            max_line_bytes: 20,
+            max_rows: 100,
+        };
+        let all = read_all(&file, FileFormat::Csv, limits);
+        assert!(all.rows.is_empty());
+        let (line, reason) = all.stop.unwrap();
+        assert_eq!(line, 1);
+        assert!(reason.contains("header line of 54 bytes"), "{reason}");
+    }
+
+    #[test]
+    fn parquet_rows_past_the_limit_stop_the_file_at_the_first_row_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.parquet");
+        let batch = RecordBatch::try_new(
+            target(),
+            vec![
+                Arc::new(arrow::array::StringArray::from(vec!["x"; 12])),
+                Arc::new(arrow::array::Int64Array::from(
+                    (0..12).collect::<Vec<i64>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&file).unwrap(),
+            target(),
+            None,
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let limits = |max_rows| RowLimits {
+            max_line_bytes: 1,
+            max_rows,
+        };
+        let all = read_all(&file, FileFormat::Parquet, limits(5));
+        assert_eq!(all.rows, vec![1, 2, 3, 4, 5]);
+        let (row, reason) = all.stop.unwrap();
+        assert_eq!(row, 6);
+        assert!(reason.contains("this row and the rest"), "{reason}");
+        let all = read_all(&file, FileFormat::Parquet, limits(12));
+        assert_eq!((all.rows.len(), all.stop), (12, None));
+    }
+
+    #[test]
+    fn a_file_refused_unread_is_skipped_while_still_over_the_limit() {
+        let done = Done {
+            size: 100,
+            e_tag: None,
+            sha256: String::new(),
+            records: 0,
+            bad_rows: 0,
+            refused: Some("too large".into()),
+        };
+        assert!(done.covers(100, None, 99));
+        assert!(!done.covers(100, None, 100), "a raised limit reads it");
+        assert!(!done.covers(101, None, 99));
+        let read = Done {
+            sha256: "ab".into(),
+            e_tag: Some("e".into()),
+            refused: None,
+            ..done.clone()
+        };
+        assert!(read.covers(100, Some(&"e".to_string()), 1));
+        assert!(!read.covers(100, None, 1));
+        // Progress written before the limits existed still reads.
+        let old: Done = serde_json::from_str(
+            r#"{"size":1,"e_tag":null,"sha256":"ab","records":1,"bad_rows":0}"#,
+        )
+        .unwrap();
+        assert_eq!(old.refused, None);
     }
 }

@@ -79,10 +79,32 @@ pub struct FilesDecl {
     /// CSV field delimiter. Default `,`.
     #[serde(default = "default_delimiter")]
     pub csv_delimiter: char,
+    /// Largest object read, in bytes (its size as listed): a larger one is not read, one dead
+    /// letter names it. Default 1 GiB.
+    #[serde(default = "default_max_object_bytes")]
+    pub max_object_bytes: u64,
+    /// Longest CSV or NDJSON line, in bytes without its line end: a longer one is dead-lettered
+    /// and skipped to the next line, never held in memory. Default 1 MiB.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Most rows read from one file (lines for CSV, after the header, and NDJSON; rows for
+    /// Parquet and Avro): the rest of a longer file is refused with one dead letter naming the
+    /// first row not read. Default 10,000,000.
+    #[serde(default = "default_max_rows_per_file")]
+    pub max_rows_per_file: u64,
 }
 
 fn default_poll() -> u64 {
     10
+}
+fn default_max_object_bytes() -> u64 {
+    1 << 30
+}
+fn default_max_line_bytes() -> usize {
+    1 << 20
+}
+fn default_max_rows_per_file() -> u64 {
+    10_000_000
 }
 
 /// How a PostgreSQL source reads its tables.
@@ -290,6 +312,12 @@ pub(crate) fn validate(
                 }
                 if !f.csv_delimiter.is_ascii() {
                     return fail("csv_delimiter must be one ASCII character".into());
+                }
+                if f.max_object_bytes == 0 || f.max_line_bytes == 0 || f.max_rows_per_file == 0 {
+                    return fail(
+                        "max_object_bytes, max_line_bytes and max_rows_per_file must be at least 1"
+                            .into(),
+                    );
                 }
             }
             SourceDecl::Postgres(p) => validate_postgres(p, topics).or_else(fail)?,
