@@ -124,7 +124,7 @@ async fn from_registry(client: &RegistryClient, subject: &LocalSubject) -> Resul
     };
     let mut schemas = Vec::with_capacity(versions.len());
     for v in &versions {
-        match Schema::parse_str(&v.schema) {
+        match tributary_core::schema::parse_avro_schema(&v.schema) {
             Ok(schema) => schemas.push(schema),
             Err(e) => {
                 return Ok(Lookup::Unreadable(format!(
@@ -151,7 +151,7 @@ fn from_git(dir: &Path, rev: &str, subject: &LocalSubject) -> Result<Lookup> {
         );
     }
     let text = String::from_utf8_lossy(&shown.stdout);
-    Ok(match Schema::parse_str(&text) {
+    Ok(match tributary_core::schema::parse_avro_schema(&text) {
         Ok(schema) => Lookup::Found(Previous {
             label: rev.to_string(),
             schemas: vec![schema],

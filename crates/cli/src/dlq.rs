@@ -175,7 +175,7 @@ async fn decode(
                 .schema_by_id(id)
                 .await
                 .ok()
-                .and_then(|text| apache_avro::Schema::parse_str(&text).ok()),
+                .and_then(|text| tributary_core::schema::parse_avro_schema(&text).ok()),
             None => None,
         };
         slot.insert(schema);

@@ -52,7 +52,7 @@ pub(crate) fn local_subjects(catalog: &Catalog) -> Result<Vec<LocalSubject>> {
         if let Some(json) = &topic.key_schema_json {
             let subject = format!("{}-key", topic.name);
             // Catalog::load parsed it already; parsing again cannot fail unless the file changed.
-            let schema = Schema::parse_str(json)
+            let schema = tributary_core::schema::parse_avro_schema(json)
                 .with_context(|| format!("{}: invalid avro schema", subject))?;
             add(subject, json, schema);
         }

@@ -322,7 +322,7 @@ async fn accept_avro(
             .schema_by_id(id)
             .await
             .map_err(&registry_error)?;
-        apache_avro::Schema::parse_str(&text).map_err(|e| {
+        tributary_core::schema::parse_avro_schema(&text).map_err(|e| {
             Reject::new(
                 StatusCode::BAD_REQUEST,
                 "unknown_schema",

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tributary_core::schema::catalog::Compatibility;
 use tributary_core::schema::compat;
+use tributary_core::schema::parse_avro_schema;
 
 use crate::error::ApiError;
 use crate::store::Store;
@@ -235,7 +236,7 @@ async fn register(State(store): Api, Path(subject): Path<String>, body: Bytes) -
 
 async fn lookup(State(store): Api, Path(subject): Path<String>, body: Bytes) -> Answer {
     let request = parse_request(&body)?;
-    let schema = Schema::parse_str(&request.schema).map_err(ApiError::invalid_schema)?;
+    let schema = parse_avro_schema(&request.schema).map_err(ApiError::invalid_schema)?;
     let normalized = crate::store::normalize(&schema)?;
     store.catch_up().await?;
     let state = store.read();
@@ -375,7 +376,7 @@ async fn compatibility(
     body: Bytes,
 ) -> Answer {
     let request = parse_request(&body)?;
-    let new = Schema::parse_str(&request.schema).map_err(ApiError::invalid_schema)?;
+    let new = parse_avro_schema(&request.schema).map_err(ApiError::invalid_schema)?;
     let reference = parse_version(&version)?;
     store.catch_up().await?;
     let (level, against) = {
@@ -400,7 +401,7 @@ async fn compatibility(
         let schemas: Vec<Schema> = chosen
             .iter()
             .filter_map(|(_, id)| state.schemas.get(id))
-            .filter_map(|s| Schema::parse_str(&s.schema).ok())
+            .filter_map(|s| parse_avro_schema(&s.schema).ok())
             .collect();
         (level, schemas)
     };

@@ -15,6 +15,7 @@ use tributary_core::bus::{
 };
 use tributary_core::schema::catalog::Compatibility;
 use tributary_core::schema::compat;
+use tributary_core::schema::parse_avro_schema;
 
 use crate::error::ApiError;
 use crate::state::{ConfigValue, DeletedValue, Key, MaxIdValue, SchemaValue, State};
@@ -144,7 +145,7 @@ impl Store {
         subject: &str,
         schema_text: &str,
     ) -> Result<Registered, ApiError> {
-        let schema = Schema::parse_str(schema_text).map_err(ApiError::invalid_schema)?;
+        let schema = parse_avro_schema(schema_text).map_err(ApiError::invalid_schema)?;
         let normalized = normalize(&schema)?;
         let _guard = self.writes.lock().await;
         for _ in 0..MAX_PROPOSALS {
@@ -158,7 +159,7 @@ impl Store {
                     .live_versions(subject)
                     .iter()
                     .filter_map(|(_, id)| state.schemas.get(id))
-                    .filter_map(|s| Schema::parse_str(&s.schema).ok())
+                    .filter_map(|s| parse_avro_schema(&s.schema).ok())
                     .collect();
                 let reasons = compat::check(
                     state.level_for(subject, self.default_level),

@@ -547,19 +547,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn zigzag(n: i64) -> Vec<u8> {
-        let mut v = ((n << 1) ^ (n >> 63)) as u64;
-        let mut out = Vec::new();
-        loop {
-            let byte = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(byte);
-                return out;
-            }
-            out.push(byte | 0x80);
-        }
-    }
+    use tributary_fuzz::zigzag;
 
     fn bound(json: &str) -> DatumBound {
         DatumBound::from_json(json).unwrap()

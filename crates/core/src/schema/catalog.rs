@@ -359,7 +359,7 @@ fn load_topic(
             format!("cannot read the value schema of topic {name}: {e}"),
         )
     })?;
-    let value_schema = Schema::parse_str(&value_schema_json)
+    let value_schema = super::parse_avro_schema(&value_schema_json)
         .map_err(|e| fail(&value_path, format!("invalid avro schema: {e}")))?;
     let Schema::Record(record) = &value_schema else {
         return Err(fail(
@@ -380,7 +380,7 @@ fn load_topic(
     let key_path = dir.join(format!("{name}-key.avsc"));
     let key_schema_json = match std::fs::read_to_string(&key_path) {
         Ok(json) => {
-            Schema::parse_str(&json)
+            super::parse_avro_schema(&json)
                 .map_err(|e| fail(&key_path, format!("invalid avro schema: {e}")))?;
             Some(json)
         }

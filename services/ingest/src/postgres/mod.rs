@@ -340,7 +340,7 @@ impl TableState {
                 (text, id)
             }
         };
-        self.schema = apache_avro::Schema::parse_str(&text)
+        self.schema = tributary_core::schema::parse_avro_schema(&text)
             .with_context(|| format!("parse the schema of {subject}"))?;
         self.schema_id = id;
         self.nullable = derived.nullable;

@@ -376,4 +376,61 @@ mod tests {
         assert_eq!(parse_lsn("1/16B3748"), Some((1 << 32) | 0x16B3748));
         assert_eq!(format_lsn((1 << 32) | 0x16B3748), "1/16B3748");
     }
+
+    /// Fuzz target (see `tributary_fuzz`): any bytes are a message or an error, never a panic
+    /// or a hang; seeded with every kind of message the tests above build.
+    #[test]
+    fn fuzz_pgoutput_messages() {
+        let mut rel = vec![b'R'];
+        rel.extend(16384u32.to_be_bytes());
+        rel.extend(b"shop\0orders\0");
+        rel.push(b'f');
+        rel.extend(2u16.to_be_bytes());
+        rel.push(1);
+        rel.extend(b"id\0");
+        rel.extend(20u32.to_be_bytes());
+        rel.extend((-1i32).to_be_bytes());
+        rel.push(0);
+        rel.extend(b"note\0");
+        rel.extend(25u32.to_be_bytes());
+        rel.extend((-1i32).to_be_bytes());
+        let mut ins = vec![b'I'];
+        ins.extend(16384u32.to_be_bytes());
+        ins.push(b'N');
+        ins.extend(tuple(&[Some("7"), None]));
+        let mut upd = vec![b'U'];
+        upd.extend(16384u32.to_be_bytes());
+        upd.push(b'O');
+        upd.extend(tuple(&[Some("7"), Some("a")]));
+        upd.push(b'N');
+        upd.extend(tuple(&[Some("7"), Some("b")]));
+        let mut del = vec![b'D'];
+        del.extend(16384u32.to_be_bytes());
+        del.push(b'K');
+        del.extend(tuple(&[Some("7"), None]));
+        let mut begin = vec![b'B'];
+        begin.extend(5u64.to_be_bytes());
+        begin.extend(1_000_000u64.to_be_bytes());
+        begin.extend(42u32.to_be_bytes());
+        let mut commit = vec![b'C', 0];
+        commit.extend(5u64.to_be_bytes());
+        commit.extend(9u64.to_be_bytes());
+        commit.extend(0u64.to_be_bytes());
+        tributary_fuzz::Target::new("pgoutput", env!("CARGO_MANIFEST_DIR"))
+            .seeds([
+                rel,
+                ins,
+                upd,
+                del,
+                begin,
+                commit,
+                b"T".to_vec(),
+                b"Y".to_vec(),
+            ])
+            .dictionary([&b"\0"[..], b"n", b"t", b"u", b"K", b"O", b"N"])
+            .run(|input| match parse(input) {
+                Ok(m) => format!("{m:?}").chars().take(8).collect(),
+                Err(e) => format!("{e:?}").chars().take(24).collect(),
+            });
+    }
 }
