@@ -43,7 +43,7 @@ pub struct Report {
     pub outcomes: BTreeMap<String, u64>,
     /// Files written for panics and slow inputs.
     pub findings: Vec<PathBuf>,
-    /// CPU time the process used during the run (all threads).
+    /// CPU time the target's thread used during the run (targets run one per test thread).
     pub cpu: Duration,
     /// Wall time.
     pub wall: Duration,
@@ -153,7 +153,7 @@ impl Target {
             .map(PathBuf::from)
             .unwrap_or_else(|| self.crate_dir.join("../../target/fuzz-findings"))
             .join(&self.name);
-        let cpu_before = process_cpu();
+        let cpu_before = thread_cpu();
         let started = Instant::now();
         // Panics are findings, reported once with their input: the default hook's message for
         // each would drown the output.
@@ -205,7 +205,7 @@ impl Target {
         std::panic::set_hook(hook);
         report.corpus = corpus.len();
         report.wall = started.elapsed();
-        report.cpu = process_cpu().saturating_sub(cpu_before);
+        report.cpu = thread_cpu().saturating_sub(cpu_before);
         report
     }
 
@@ -357,9 +357,9 @@ fn save(dir: &Path, kind: &str, input: &[u8]) -> PathBuf {
     path
 }
 
-/// CPU time of this process so far (user and system, all threads), from /proc.
-fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+/// CPU time of the calling thread so far (user and system), from /proc.
+fn thread_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
         return Duration::ZERO;
     };
     // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.

@@ -335,3 +335,14 @@ fn fuzz_catalog() {
             }
         });
 }
+
+/// The first finding of `fuzz_schema_parsing_and_compatibility`: apache-avro 0.20 panics on a
+/// nested record with an invalid name; `parse_avro_schema` answers an error.
+#[test]
+fn a_nested_record_with_an_invalid_name_is_an_error_not_a_panic() {
+    let text = r#"{"type":"record","name":"A","fields":[{"name":"x","type":
+        {"type":"array","items":{"type":"record","name":"Dr[ft","fields":[]}}}]}"#;
+    let err = super::parse_avro_schema(text).unwrap_err();
+    assert!(matches!(err, super::SchemaParseError::Panicked(_)), "{err}");
+    assert!(err.to_string().contains("Dr[ft"), "{err}");
+}
