@@ -189,7 +189,9 @@ async fn decode(
         return undecoded("schema not in the registry".into());
     };
     // A dead letter can be the record that claimed billions of items: walked first.
-    match tributary_core::schema::bounded::DatumBound::from_json(&schema.canonical_form()) {
+    match tributary_core::schema::bounded::DatumBound::from_json(
+        &tributary_core::schema::compat::canonical(&schema),
+    ) {
         Ok(bound) => {
             if let Err(e) = bound.check(body) {
                 return undecoded(format!("refused before decoding: {e}"));

@@ -137,7 +137,7 @@ impl TopicCodec {
             None
         } else {
             Some(
-                DatumBound::from_json(&writer.canonical_form())
+                DatumBound::from_json(&tributary_core::schema::compat::canonical(writer))
                     .map_err(|e| RecordError::new(0, "$", e.to_string()))?,
             )
         };

@@ -276,11 +276,12 @@ fn fuzz_schema_parsing_and_compatibility() {
             };
             let bound = DatumBound::from_json(text).map(|b| b.needed());
             let arrow = super::arrow::arrow_schema_for(text).is_ok();
-            let canonical = compat::canonical(&schema);
-            assert!(
-                super::parse_avro_schema(&canonical).is_ok(),
-                "the canonical form parses: {canonical}"
-            );
+            // The canonical form (fingerprints only) is computed. It is not asserted to parse
+            // or to be a fixed point: it drops logical types, so a union of a uuid and a string
+            // (which apache-avro takes) becomes ["string", "string"], and a logical-typed long
+            // is written {"type":"long"}, plain "long" once re-parsed (both found here,
+            // docs/security.md).
+            let _ = compat::canonical(&schema);
             let mut incompatible = 0;
             for original in &originals {
                 incompatible +=
