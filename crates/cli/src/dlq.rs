@@ -190,7 +190,7 @@ async fn decode(
     };
     // A dead letter can be the record that claimed billions of items: walked first.
     match tributary_core::schema::bounded::DatumBound::from_json(
-        &tributary_core::schema::compat::canonical(&schema),
+        &tributary_core::schema::compat::canonical(schema),
     ) {
         Ok(bound) => {
             if let Err(e) = bound.check(body) {
