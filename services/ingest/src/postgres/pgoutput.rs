@@ -291,8 +291,8 @@ mod tests {
         b
     }
 
-    #[test]
-    fn relation_insert_update_delete() {
+    /// A `relation` message as the tests build it.
+    fn relation_message() -> Vec<u8> {
         let mut rel = vec![b'R'];
         rel.extend(16384u32.to_be_bytes());
         rel.extend(b"shop\0orders\0");
@@ -306,6 +306,59 @@ mod tests {
         rel.extend(b"note\0");
         rel.extend(25u32.to_be_bytes());
         rel.extend((-1i32).to_be_bytes());
+        rel
+    }
+
+    /// An `insert` message as the tests build it.
+    fn insert_message() -> Vec<u8> {
+        let mut ins = vec![b'I'];
+        ins.extend(16384u32.to_be_bytes());
+        ins.push(b'N');
+        ins.extend(tuple(&[Some("7"), None]));
+        ins
+    }
+
+    /// A `update` message as the tests build it.
+    fn update_message() -> Vec<u8> {
+        let mut upd = vec![b'U'];
+        upd.extend(16384u32.to_be_bytes());
+        upd.push(b'O');
+        upd.extend(tuple(&[Some("7"), Some("a")]));
+        upd.push(b'N');
+        upd.extend(tuple(&[Some("7"), Some("b")]));
+        upd
+    }
+
+    /// A `delete` message as the tests build it.
+    fn delete_message() -> Vec<u8> {
+        let mut del = vec![b'D'];
+        del.extend(16384u32.to_be_bytes());
+        del.push(b'K');
+        del.extend(tuple(&[Some("7"), None]));
+        del
+    }
+
+    /// A `begin` message as the tests build it.
+    fn begin_message() -> Vec<u8> {
+        let mut begin = vec![b'B'];
+        begin.extend(5u64.to_be_bytes());
+        begin.extend(1_000_000u64.to_be_bytes());
+        begin.extend(42u32.to_be_bytes());
+        begin
+    }
+
+    /// A `commit` message as the tests build it.
+    fn commit_message() -> Vec<u8> {
+        let mut commit = vec![b'C', 0];
+        commit.extend(5u64.to_be_bytes());
+        commit.extend(9u64.to_be_bytes());
+        commit.extend(0u64.to_be_bytes());
+        commit
+    }
+
+    #[test]
+    fn relation_insert_update_delete() {
+        let rel = relation_message();
         let Message::Relation(r) = parse(&rel).unwrap() else {
             panic!("not a relation")
         };
@@ -313,10 +366,7 @@ mod tests {
         assert!(r.columns[0].key && !r.columns[1].key);
         assert_eq!(r.columns[1].typmod, -1);
 
-        let mut ins = vec![b'I'];
-        ins.extend(16384u32.to_be_bytes());
-        ins.push(b'N');
-        ins.extend(tuple(&[Some("7"), None]));
+        let ins = insert_message();
         assert_eq!(
             parse(&ins).unwrap(),
             Message::Insert {
@@ -325,22 +375,14 @@ mod tests {
             }
         );
 
-        let mut upd = vec![b'U'];
-        upd.extend(16384u32.to_be_bytes());
-        upd.push(b'O');
-        upd.extend(tuple(&[Some("7"), Some("a")]));
-        upd.push(b'N');
-        upd.extend(tuple(&[Some("7"), Some("b")]));
+        let upd = update_message();
         let Message::Update { old, new, .. } = parse(&upd).unwrap() else {
             panic!("not an update")
         };
         assert!(matches!(old, Some(OldTuple::Full(_))));
         assert_eq!(new[1], Datum::Text("b".into()));
 
-        let mut del = vec![b'D'];
-        del.extend(16384u32.to_be_bytes());
-        del.push(b'K');
-        del.extend(tuple(&[Some("7"), None]));
+        let del = delete_message();
         assert!(matches!(
             parse(&del).unwrap(),
             Message::Delete {
@@ -353,10 +395,7 @@ mod tests {
 
     #[test]
     fn begin_commit_and_lsns() {
-        let mut begin = vec![b'B'];
-        begin.extend(5u64.to_be_bytes());
-        begin.extend(1_000_000u64.to_be_bytes());
-        begin.extend(42u32.to_be_bytes());
+        let begin = begin_message();
         assert_eq!(
             parse(&begin).unwrap(),
             Message::Begin {
@@ -368,10 +407,7 @@ mod tests {
         let mut late = begin.clone();
         late[9..17].copy_from_slice(&(i64::MAX - 5).to_be_bytes());
         assert!(parse(&late).is_err());
-        let mut commit = vec![b'C', 0];
-        commit.extend(5u64.to_be_bytes());
-        commit.extend(9u64.to_be_bytes());
-        commit.extend(0u64.to_be_bytes());
+        let commit = commit_message();
         assert_eq!(parse(&commit).unwrap(), Message::Commit { end_lsn: 9 });
         assert_eq!(parse_lsn("1/16B3748"), Some((1 << 32) | 0x16B3748));
         assert_eq!(format_lsn((1 << 32) | 0x16B3748), "1/16B3748");
@@ -381,41 +417,12 @@ mod tests {
     /// or a hang; seeded with every kind of message the tests above build.
     #[test]
     fn fuzz_pgoutput_messages() {
-        let mut rel = vec![b'R'];
-        rel.extend(16384u32.to_be_bytes());
-        rel.extend(b"shop\0orders\0");
-        rel.push(b'f');
-        rel.extend(2u16.to_be_bytes());
-        rel.push(1);
-        rel.extend(b"id\0");
-        rel.extend(20u32.to_be_bytes());
-        rel.extend((-1i32).to_be_bytes());
-        rel.push(0);
-        rel.extend(b"note\0");
-        rel.extend(25u32.to_be_bytes());
-        rel.extend((-1i32).to_be_bytes());
-        let mut ins = vec![b'I'];
-        ins.extend(16384u32.to_be_bytes());
-        ins.push(b'N');
-        ins.extend(tuple(&[Some("7"), None]));
-        let mut upd = vec![b'U'];
-        upd.extend(16384u32.to_be_bytes());
-        upd.push(b'O');
-        upd.extend(tuple(&[Some("7"), Some("a")]));
-        upd.push(b'N');
-        upd.extend(tuple(&[Some("7"), Some("b")]));
-        let mut del = vec![b'D'];
-        del.extend(16384u32.to_be_bytes());
-        del.push(b'K');
-        del.extend(tuple(&[Some("7"), None]));
-        let mut begin = vec![b'B'];
-        begin.extend(5u64.to_be_bytes());
-        begin.extend(1_000_000u64.to_be_bytes());
-        begin.extend(42u32.to_be_bytes());
-        let mut commit = vec![b'C', 0];
-        commit.extend(5u64.to_be_bytes());
-        commit.extend(9u64.to_be_bytes());
-        commit.extend(0u64.to_be_bytes());
+        let rel = relation_message();
+        let ins = insert_message();
+        let upd = update_message();
+        let del = delete_message();
+        let begin = begin_message();
+        let commit = commit_message();
         tributary_fuzz::Target::new("pgoutput", env!("CARGO_MANIFEST_DIR"))
             .seeds([
                 rel,
