@@ -80,6 +80,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The AFL++ binary of the fuzz targets (crates/fuzz-afl) only builds under cargo-afl; checked here
+# so it keeps compiling (integration-tests/fuzz-afl.sh runs it).
+cargo clippy -p tributary-fuzz-afl --features afl --all-targets --locked -- -D warnings
 
 step "build the service binaries (integration tests run them as processes)"
 cargo build --workspace --locked --bins

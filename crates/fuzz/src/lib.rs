@@ -83,11 +83,24 @@ impl Target {
         self
     }
 
+    /// The target with the code it runs on one input: what both fuzzers take (this crate's,
+    /// by [`Harness::fuzz`], and AFL++ by `crates/fuzz-afl`, one input at a time).
+    pub fn harness(self, run: impl FnMut(&[u8]) -> String + 'static) -> Harness {
+        Harness {
+            target: self,
+            run: Box::new(run),
+        }
+    }
+
+    /// The saved inputs of earlier findings, replayed first by every run.
+    pub fn regressions(&self) -> Vec<PathBuf> {
+        files_in(&self.crate_dir.join("fuzz/regressions").join(&self.name))
+    }
+
     /// Replays the regressions, then fuzzes for the configured time; panics (failing the test)
     /// naming every finding.
     pub fn run(self, mut target: impl FnMut(&[u8]) -> String) -> Report {
-        let regressions = self.crate_dir.join("fuzz/regressions").join(&self.name);
-        for file in files_in(&regressions) {
+        for file in self.regressions() {
             let Ok(input) = std::fs::read(&file) else {
                 continue;
             };
@@ -315,6 +328,59 @@ impl Target {
             out.truncate(MAX_LEN);
         }
         out
+    }
+}
+
+/// The code a target runs on one input, answering its outcome.
+type RunOne = Box<dyn FnMut(&[u8]) -> String>;
+
+/// A fuzz target with the code it runs: see [`Target::harness`].
+pub struct Harness {
+    target: Target,
+    run: RunOne,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// The target's name (`wire`, `avro-batch`, ...).
+    pub fn name(&self) -> &str {
+        &self.target.name
+    }
+
+    /// The seed inputs and, after them, the regressions' inputs: a coverage-guided fuzzer's
+    /// starting corpus.
+    pub fn starting_inputs(&self) -> Vec<Vec<u8>> {
+        let mut inputs = self.target.seeds.clone();
+        inputs.extend(
+            self.target
+                .regressions()
+                .iter()
+                .filter_map(|f| std::fs::read(f).ok()),
+        );
+        inputs
+    }
+
+    /// The dictionary's tokens.
+    pub fn dictionary(&self) -> &[Vec<u8>] {
+        &self.target.dictionary
+    }
+
+    /// Runs the target on one input and answers its outcome; a broken property panics.
+    pub fn run_one(&mut self, input: &[u8]) -> String {
+        (self.run)(input)
+    }
+
+    /// This crate's mutation fuzzer for the configured time (see [`Target::run`]).
+    pub fn fuzz(self) -> Report {
+        let Self { target, run } = self;
+        target.run(run)
     }
 }
 

@@ -6,6 +6,9 @@
 mod api;
 pub mod config;
 mod files;
+/// Fuzz targets (tests, and AFL++ through `crates/fuzz-afl`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod limits;
 mod metrics;
 mod postgres;

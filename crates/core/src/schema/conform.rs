@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, Decimal128Array, DictionaryArray, Int32Array, RecordBatch, StringArray,
+};
 use arrow::compute::{CastOptions, can_cast_types, cast, cast_with_options};
 use arrow::datatypes::{DataType, Field, Int32Type, SchemaRef};
 
@@ -23,6 +25,10 @@ enum Plan {
     Cast(usize),
     /// The column as text, mapped onto the enum's symbols.
     Enum(usize, Arc<Vec<String>>),
+    /// Text parsed as a decimal the way JSON events are (`json::decimal128_from_text`): never
+    /// rounded, any exponent checked. Arrow's own text-to-decimal parsers round or truncate
+    /// extra digits, and one overflows on large exponents (docs/security.md#fuzzing).
+    Decimal(usize),
 }
 
 /// The mapping from the SQL's output to the output schema, checked once at start-up.
@@ -64,6 +70,13 @@ impl Conformer {
                 }
             } else if source.equals_datatype(field.data_type()) {
                 plans.push(Plan::Same(index));
+            } else if matches!(field.data_type(), DataType::Decimal128(_, _))
+                && matches!(
+                    source,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            {
+                plans.push(Plan::Decimal(index));
             } else if can_cast_types(source, field.data_type()) {
                 plans.push(Plan::Cast(index));
             } else {
@@ -101,6 +114,7 @@ impl Conformer {
                 Plan::Enum(i, symbols) => {
                     enum_column(batch.column(*i), field, symbols, &mut errors)
                 }
+                Plan::Decimal(i) => decimal_column(batch.column(*i), field, &mut errors),
             };
             if !field.is_nullable() && column.null_count() > 0 {
                 for row in 0..rows {
@@ -194,6 +208,59 @@ fn cast_column(column: &ArrayRef, field: &Field, errors: &mut HashMap<usize, Str
             }
             cast
         }
+        Err(e) => {
+            for row in 0..column.len() {
+                errors
+                    .entry(row)
+                    .or_insert_with(|| format!("field {}: {e}", field.name()));
+            }
+            arrow::array::new_null_array(field.data_type(), column.len())
+        }
+    }
+}
+
+/// Text parsed as decimals of the field's precision and scale; text that is no such decimal is
+/// an error of its row.
+fn decimal_column(
+    column: &ArrayRef,
+    field: &Field,
+    errors: &mut HashMap<usize, String>,
+) -> ArrayRef {
+    let DataType::Decimal128(precision, scale) = *field.data_type() else {
+        return arrow::array::new_null_array(field.data_type(), column.len());
+    };
+    let text = match cast(column, &DataType::Utf8) {
+        Ok(text) => text,
+        Err(e) => {
+            for row in 0..column.len() {
+                errors
+                    .entry(row)
+                    .or_insert_with(|| format!("field {}: {e}", field.name()));
+            }
+            return arrow::array::new_null_array(field.data_type(), column.len());
+        }
+    };
+    let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+        return arrow::array::new_null_array(field.data_type(), column.len());
+    };
+    let values: Decimal128Array = text
+        .iter()
+        .enumerate()
+        .map(|(row, value)| {
+            let value = value?;
+            match super::json::decimal128_from_text(value, precision, scale) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    errors
+                        .entry(row)
+                        .or_insert_with(|| format!("field {}: {e}", field.name()));
+                    None
+                }
+            }
+        })
+        .collect();
+    match values.with_precision_and_scale(precision, scale) {
+        Ok(values) => Arc::new(values),
         Err(e) => {
             for row in 0..column.len() {
                 errors
@@ -340,6 +407,60 @@ mod tests {
             "{errors:?}"
         );
         assert!(conformer.apply(&batch.slice(0, 1)).is_ok());
+    }
+
+    /// Decimal text is parsed as JSON events' decimals are: exactly, or refused. Arrow's parser
+    /// overflows on `1e40000` (a panic in debug builds, a wrapped value in release: found by
+    /// AFL++ on the file-rows target) and rounds or truncates extra fractional digits.
+    #[test]
+    fn decimal_text_is_exact_or_a_row_error_never_rounded_or_wrapped() {
+        let target = Arc::new(Schema::new(vec![Field::new(
+            "price",
+            DataType::Decimal128(10, 2),
+            true,
+        )]));
+        let text = [
+            Some("12.34"),
+            Some(" -0.5 "),
+            Some("1e3"),
+            Some("1234E-2"),
+            None,
+            Some("12341e40099"),
+            Some("1e40000"),
+            Some("1.005"),
+            Some("123456789.00"),
+            Some("12,5"),
+            Some(""),
+            Some("1e-99999999999"),
+        ];
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("price", DataType::Utf8, true)])),
+            vec![Arc::new(StringArray::from(text.to_vec()))],
+        )
+        .unwrap();
+        let conformer = Conformer::new(&batch.schema(), target).unwrap();
+        let errors = conformer.apply(&batch).unwrap_err();
+        let rows: Vec<usize> = errors.iter().map(|(r, _)| *r).collect();
+        assert_eq!(rows, vec![5, 6, 7, 8, 9, 10, 11], "{errors:?}");
+        assert!(
+            errors.iter().all(|(_, e)| e.starts_with("field price: ")),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].1.contains("more than 2 fractional digits"),
+            "{errors:?}"
+        );
+        let good = conformer.apply(&batch.slice(0, 5)).unwrap();
+        let prices = good
+            .column(0)
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .unwrap();
+        let values: Vec<Option<i128>> = prices.iter().collect();
+        assert_eq!(
+            values,
+            vec![Some(1234), Some(-50), Some(100_000), Some(1234), None]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Fuzz targets of the schema layer (see `tributary_fuzz`): the wire format, the Avro batch
 //! decoder with the catalog's schemas, JSON to Avro, schema parsing and compatibility, and the
-//! catalog. Each runs `TRIBUTARY_FUZZ_SECONDS` (1 s by default); docs/security.md has the long
-//! run and its figures.
+//! catalog. Each is a [`Harness`]: the tests below run it under the mutation fuzzer for
+//! `TRIBUTARY_FUZZ_SECONDS` (1 s by default), and `crates/fuzz-afl` under AFL++ (built with the
+//! `fuzzing` feature); docs/security.md has the long runs and their figures.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use apache_avro::Schema;
 use serde_json::json;
-use tributary_fuzz::Target;
+use tributary_fuzz::{Harness, Target};
 
 use super::arrow::{AvroBatchDecoder, CodecError};
 use super::bounded::DatumBound;
@@ -103,15 +104,20 @@ fn kind(e: &CodecError) -> String {
     )
 }
 
-#[test]
-fn fuzz_wire_format() {
+/// Every target of this module.
+pub fn harnesses() -> Vec<Harness> {
+    vec![wire(), avro_batch(), json_to_avro(), schema(), catalog()]
+}
+
+/// `wire::parse`; framing is its inverse.
+pub fn wire() -> Harness {
     let seeds = datums()
         .into_iter()
         .map(|(_, _, d)| wire::frame(7, &d))
         .chain([vec![0, 0, 0, 0, 1], vec![]]);
     Target::new("wire", env!("CARGO_MANIFEST_DIR"))
         .seeds(seeds)
-        .run(|input| match wire::parse(input) {
+        .harness(|input| match wire::parse(input) {
             Ok((id, body)) => {
                 assert_eq!(
                     wire::frame(id, body),
@@ -121,7 +127,7 @@ fn fuzz_wire_format() {
                 "ok".into()
             }
             Err(e) => variant(&format!("{e:?}")),
-        });
+        })
 }
 
 /// The name of an error's variant, from its `Debug` text: the outcome of most targets.
@@ -133,8 +139,9 @@ fn variant(debug: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn fuzz_avro_batch_decoder() {
+/// `AvroBatchDecoder` with the catalog's web events and an every-type schema, the input between
+/// two good records (which must decode), and `DatumBound`.
+pub fn avro_batch() -> Harness {
     // The catalog's web events, and EVERYTHING without its recursive field (arrow-avro maps no
     // recursive type to Arrow: such a schema is refused when registered, tested elsewhere).
     let flat = EVERYTHING.replace(r#"{"name":"next","type":["null","E"],"default":null},"#, "");
@@ -162,7 +169,7 @@ fn fuzz_avro_batch_decoder() {
             &[0, 0, 0, 0, 2],
             &[0x80, 0x80, 0x80, 0x80, 0x08],
         ])
-        .run(|input| {
+        .harness(move |input| {
             // A batch of the input between two good records: the good ones decode whatever
             // the bad one is.
             let good = wire::frame(1, &seeds_and_schemas[0].1);
@@ -183,11 +190,11 @@ fn fuzz_avro_batch_decoder() {
                 None => "ok".into(),
                 Some((_, e)) => kind(e),
             }
-        });
+        })
 }
 
-#[test]
-fn fuzz_json_to_avro() {
+/// `json_to_avro_datum` for both schemas; an accepted value must decode whole.
+pub fn json_to_avro() -> Harness {
     let schemas: Vec<Schema> = datums().into_iter().map(|(s, _, _)| s).collect();
     let seeds = [web_event(), everything_json()]
         .into_iter()
@@ -208,7 +215,7 @@ fn fuzz_json_to_avro() {
             "0.0000001",
             "\"99999999999.999\"",
         ])
-        .run(|input| {
+        .harness(move |input| {
             let Ok(value) = serde_json::from_slice::<serde_json::Value>(input) else {
                 return "not json".into();
             };
@@ -232,11 +239,12 @@ fn fuzz_json_to_avro() {
                 }
             }
             outcome
-        });
+        })
 }
 
-#[test]
-fn fuzz_schema_parsing_and_compatibility() {
+/// Schema parsing, canonical form, `DatumBound`, Arrow mapping, compatibility against every
+/// catalog schema.
+pub fn schema() -> Harness {
     let originals: Vec<Schema> = catalog_schemas()
         .iter()
         .map(|(_, text)| Schema::parse_str(text).unwrap())
@@ -261,7 +269,7 @@ fn fuzz_schema_parsing_and_compatibility() {
             "\"namespace\":\"\"",
             "[\"null\",",
         ])
-        .run(|input| {
+        .harness(move |input| {
             let Ok(text) = std::str::from_utf8(input) else {
                 return "not utf-8".into();
             };
@@ -294,11 +302,11 @@ fn fuzz_schema_parsing_and_compatibility() {
                 "ok bound {:?} arrow {arrow} incompatible {incompatible}",
                 bound.is_ok()
             )
-        });
+        })
 }
 
-#[test]
-fn fuzz_catalog() {
+/// `Catalog::load` of a mutated `catalog.toml`.
+pub fn catalog() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in catalog_schemas() {
         std::fs::write(dir.path().join(format!("{name}.avsc")), text).unwrap();
@@ -320,30 +328,61 @@ fn fuzz_catalog() {
             "size = \"1h\"",
             "\"\\u0000\"",
         ])
-        .run(|input| {
+        .harness(move |input| {
             std::fs::write(dir.path().join("catalog.toml"), input).unwrap();
             match Catalog::load(dir.path()) {
                 Ok(c) => format!("ok {} topics", c.topics.len().min(20)),
                 Err(e) => {
+                    // The message without the file's path (a temporary folder's, different
+                    // every run): what the error says is the outcome.
                     let text = e.to_string();
-                    text.split(':')
-                        .next()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(30)
-                        .collect()
+                    let folder = dir.path().to_string_lossy();
+                    text.replace(folder.as_ref(), "").chars().take(40).collect()
                 }
             }
-        });
+        })
 }
 
-/// The first finding of `fuzz_schema_parsing_and_compatibility`: apache-avro 0.20 panics on a
-/// nested record with an invalid name; `parse_avro_schema` answers an error.
-#[test]
-fn a_nested_record_with_an_invalid_name_is_an_error_not_a_panic() {
-    let text = r#"{"type":"record","name":"A","fields":[{"name":"x","type":
-        {"type":"array","items":{"type":"record","name":"Dr[ft","fields":[]}}}]}"#;
-    let err = super::parse_avro_schema(text).unwrap_err();
-    assert!(matches!(err, super::SchemaParseError::Panicked(_)), "{err}");
-    assert!(err.to_string().contains("Dr[ft"), "{err}");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuzz_wire_format() {
+        wire().fuzz();
+    }
+
+    #[test]
+    fn fuzz_avro_batch_decoder() {
+        avro_batch().fuzz();
+    }
+
+    #[test]
+    fn fuzz_json_to_avro() {
+        json_to_avro().fuzz();
+    }
+
+    #[test]
+    fn fuzz_schema_parsing_and_compatibility() {
+        schema().fuzz();
+    }
+
+    #[test]
+    fn fuzz_catalog() {
+        catalog().fuzz();
+    }
+
+    /// The first finding of `fuzz_schema_parsing_and_compatibility`: apache-avro 0.20 panics
+    /// on a nested record with an invalid name; `parse_avro_schema` answers an error.
+    #[test]
+    fn a_nested_record_with_an_invalid_name_is_an_error_not_a_panic() {
+        let text = r#"{"type":"record","name":"A","fields":[{"name":"x","type":
+            {"type":"array","items":{"type":"record","name":"Dr[ft","fields":[]}}}]}"#;
+        let err = crate::schema::parse_avro_schema(text).unwrap_err();
+        assert!(
+            matches!(err, crate::schema::SchemaParseError::Panicked(_)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("Dr[ft"), "{err}");
+    }
 }

@@ -663,6 +663,22 @@ fn rescale(
     Ok(digits)
 }
 
+/// The unscaled value of a decimal's text (`-12.5`, `1e3`, `+0.125E-1`) at `scale`, checked
+/// against `precision` (at most 38, as Arrow's `Decimal128` holds): the rule JSON events follow,
+/// for text read elsewhere (file rows). Never rounds: more fractional digits than the scale is an
+/// error, as is any exponent the precision cannot hold.
+pub fn decimal128_from_text(text: &str, precision: u8, scale: i8) -> Result<i128, String> {
+    let invalid = || format!("invalid decimal {text:?}");
+    let lit = parse_decimal(text.trim()).ok_or_else(invalid)?;
+    let scale = usize::try_from(scale).map_err(|_| format!("negative scale {scale}"))?;
+    let precision = usize::from(precision.min(38));
+    let digits = rescale(lit.digits, lit.exp, precision, scale)
+        .map_err(|m| format!("decimal {text} {m}"))?;
+    // At most 38 digits: fits i128.
+    let magnitude = digits.iter().fold(0i128, |v, &d| v * 10 + i128::from(d));
+    Ok(if lit.negative { -magnitude } else { magnitude })
+}
+
 /// Big-endian two's-complement bytes of a decimal digit string, as few as hold the value.
 fn twos_complement(digits: &[u8], negative: bool) -> Vec<u8> {
     let mut le: Vec<u8> = Vec::new(); // the magnitude, little-endian base 256

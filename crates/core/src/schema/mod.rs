@@ -7,8 +7,9 @@ pub mod catalog;
 pub mod compat;
 pub mod conform;
 pub mod features;
-#[cfg(test)]
-mod fuzz;
+/// Fuzz targets (tests, and AFL++ through `crates/fuzz-afl`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod json;
 pub mod registry;
 pub mod sources;

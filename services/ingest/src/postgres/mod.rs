@@ -10,7 +10,7 @@
 //! with the session's `TimeZone = UTC` and `DateStyle = ISO`, and converted by [`types`].
 
 mod cdc;
-mod pgoutput;
+pub(crate) mod pgoutput;
 mod poll;
 mod types;
 

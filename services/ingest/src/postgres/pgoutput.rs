@@ -271,12 +271,11 @@ pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn tuple(values: &[Option<&str>]) -> Vec<u8> {
+/// Messages of every kind, as PostgreSQL sends them: the tests' inputs and the fuzz target's
+/// seeds.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod samples {
+    pub(crate) fn tuple(values: &[Option<&str>]) -> Vec<u8> {
         let mut b = (values.len() as u16).to_be_bytes().to_vec();
         for v in values {
             match v {
@@ -292,7 +291,7 @@ mod tests {
     }
 
     /// A `relation` message as the tests build it.
-    fn relation_message() -> Vec<u8> {
+    pub(crate) fn relation_message() -> Vec<u8> {
         let mut rel = vec![b'R'];
         rel.extend(16384u32.to_be_bytes());
         rel.extend(b"shop\0orders\0");
@@ -310,7 +309,7 @@ mod tests {
     }
 
     /// An `insert` message as the tests build it.
-    fn insert_message() -> Vec<u8> {
+    pub(crate) fn insert_message() -> Vec<u8> {
         let mut ins = vec![b'I'];
         ins.extend(16384u32.to_be_bytes());
         ins.push(b'N');
@@ -319,7 +318,7 @@ mod tests {
     }
 
     /// A `update` message as the tests build it.
-    fn update_message() -> Vec<u8> {
+    pub(crate) fn update_message() -> Vec<u8> {
         let mut upd = vec![b'U'];
         upd.extend(16384u32.to_be_bytes());
         upd.push(b'O');
@@ -330,7 +329,7 @@ mod tests {
     }
 
     /// A `delete` message as the tests build it.
-    fn delete_message() -> Vec<u8> {
+    pub(crate) fn delete_message() -> Vec<u8> {
         let mut del = vec![b'D'];
         del.extend(16384u32.to_be_bytes());
         del.push(b'K');
@@ -339,7 +338,7 @@ mod tests {
     }
 
     /// A `begin` message as the tests build it.
-    fn begin_message() -> Vec<u8> {
+    pub(crate) fn begin_message() -> Vec<u8> {
         let mut begin = vec![b'B'];
         begin.extend(5u64.to_be_bytes());
         begin.extend(1_000_000u64.to_be_bytes());
@@ -348,13 +347,43 @@ mod tests {
     }
 
     /// A `commit` message as the tests build it.
-    fn commit_message() -> Vec<u8> {
+    pub(crate) fn commit_message() -> Vec<u8> {
         let mut commit = vec![b'C', 0];
         commit.extend(5u64.to_be_bytes());
         commit.extend(9u64.to_be_bytes());
         commit.extend(0u64.to_be_bytes());
         commit
     }
+}
+
+/// Fuzz target (see `tributary_fuzz`): any bytes are a message or an error, never a panic or a
+/// hang; seeded with every kind of message in [`samples`].
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_target() -> tributary_fuzz::Harness {
+    use samples::*;
+    tributary_fuzz::Target::new("pgoutput", env!("CARGO_MANIFEST_DIR"))
+        .seeds([
+            relation_message(),
+            insert_message(),
+            update_message(),
+            delete_message(),
+            begin_message(),
+            commit_message(),
+            b"T".to_vec(),
+            b"Y".to_vec(),
+        ])
+        .dictionary([&b"\0"[..], b"n", b"t", b"u", b"K", b"O", b"N"])
+        .harness(|input| match parse(input) {
+            Ok(m) => format!("{m:?}").chars().take(8).collect(),
+            Err(e) => format!("{e:?}").chars().take(24).collect(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::samples::*;
+    use super::*;
 
     #[test]
     fn relation_insert_update_delete() {
@@ -413,31 +442,8 @@ mod tests {
         assert_eq!(format_lsn((1 << 32) | 0x16B3748), "1/16B3748");
     }
 
-    /// Fuzz target (see `tributary_fuzz`): any bytes are a message or an error, never a panic
-    /// or a hang; seeded with every kind of message the tests above build.
     #[test]
     fn fuzz_pgoutput_messages() {
-        let rel = relation_message();
-        let ins = insert_message();
-        let upd = update_message();
-        let del = delete_message();
-        let begin = begin_message();
-        let commit = commit_message();
-        tributary_fuzz::Target::new("pgoutput", env!("CARGO_MANIFEST_DIR"))
-            .seeds([
-                rel,
-                ins,
-                upd,
-                del,
-                begin,
-                commit,
-                b"T".to_vec(),
-                b"Y".to_vec(),
-            ])
-            .dictionary([&b"\0"[..], b"n", b"t", b"u", b"K", b"O", b"N"])
-            .run(|input| match parse(input) {
-                Ok(m) => format!("{m:?}").chars().take(8).collect(),
-                Err(e) => format!("{e:?}").chars().take(24).collect(),
-            });
+        fuzz_target().fuzz();
     }
 }
