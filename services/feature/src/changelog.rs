@@ -12,7 +12,7 @@
 //!
 //! Every format-2 entity record carries the checkpoint it belongs to in a header
 //! ([`STAMP_HEADER`]), so that a late checkpoint from a paused replica cannot replace a newer
-//! one on restore (`view.rs`).
+//! one on restore (`view/restore.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
