@@ -489,6 +489,65 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The sections each service binary reads (its `Config`'s top-level fields).
+const SERVICE_SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "tributary-registry",
+        &["schema_registry", "kafka", "telemetry"],
+    ),
+    (
+        "tributary-ingest",
+        &["ingest", "kafka", "registry", "telemetry"],
+    ),
+    (
+        "tributary-transform",
+        &["transform", "kafka", "registry", "telemetry"],
+    ),
+    (
+        "tributary-feature",
+        &["feature", "kafka", "registry", "telemetry"],
+    ),
+    (
+        "tributary-archive",
+        &["archive", "kafka", "registry", "lake", "telemetry"],
+    ),
+    (
+        "tributary-train-trigger",
+        &["train_trigger", "kafka", "registry", "telemetry"],
+    ),
+];
+
+/// One environment shared by every service, as a Kubernetes ConfigMap or a compose anchor
+/// gives it: every service the tests start also gets a variable of each other service's
+/// sections, with a value it could not take, and must leave them alone (issue #19).
+fn shared_environment(binary: &str) -> Vec<(String, &'static str)> {
+    const SHARED: &[(&str, &str)] = &[
+        ("archive", "GROUP_ID"),
+        ("feature", "GROUP_ID"),
+        ("ingest", "LISTEN"),
+        ("lake", "URL"),
+        ("registry", "URL"),
+        ("schema_registry", "LISTEN"),
+        ("topics", "DLQ_PARTITIONS"),
+        ("train_trigger", "GROUP_ID"),
+        ("transform", "GROUP_ID"),
+    ];
+    let own = SERVICE_SECTIONS
+        .iter()
+        .find(|(b, _)| *b == binary)
+        .map_or(&[][..], |(_, sections)| *sections);
+    SHARED
+        .iter()
+        .filter(|(section, _)| !own.contains(section))
+        .map(|(section, key)| {
+            (
+                format!("TRIBUTARY__{}__{key}", section.to_uppercase()),
+                "another service's value",
+            )
+        })
+        .collect()
+}
+
 /// A binary of the workspace, built next to the test executables (`cargo nextest run --workspace`
 /// or `cargo build --workspace` builds them).
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
@@ -559,6 +618,7 @@ impl Registry {
         )?;
         let mut child = Command::new(workspace_bin("tributary-registry")?)
             .arg(&config)
+            .envs(shared_environment("tributary-registry"))
             .env(
                 "TRIBUTARY__SCHEMA_REGISTRY__LISTEN",
                 format!("127.0.0.1:{}", self.port),
@@ -698,6 +758,7 @@ impl Ingest {
             .open(&self.log)?;
         let mut child = Command::new(workspace_bin("tributary-ingest")?)
             .arg(self._dir.path().join("ingest.toml"))
+            .envs(shared_environment("tributary-ingest"))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -872,6 +933,7 @@ impl Service {
             .open(&self.log)?;
         let child = Command::new(workspace_bin(self.binary)?)
             .arg(&self.config)
+            .envs(shared_environment(self.binary))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

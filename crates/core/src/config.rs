@@ -17,6 +17,25 @@ use serde::{Deserialize, Deserializer};
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "TRIBUTARY__";
 
+/// Every top-level section of a Tributary service's or of the CLI's configuration. One
+/// environment (a Kubernetes ConfigMap, a compose anchor) may carry the variables of all of
+/// them: each program takes those of its own sections and leaves those of the other programs'
+/// sections alone. A variable naming a section no Tributary program has is still an error, as
+/// is an unknown key in one of its own sections.
+pub const SECTIONS: &[&str] = &[
+    "archive",
+    "feature",
+    "ingest",
+    "kafka",
+    "lake",
+    "registry",
+    "schema_registry",
+    "telemetry",
+    "topics",
+    "train_trigger",
+    "transform",
+];
+
 /// A configuration error; the message names the file and key that are wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,12 +64,77 @@ pub fn load<T: DeserializeOwned>(defaults: &str, file: Option<&Path>) -> Result<
         })?;
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    // The variables of other programs' sections are theirs (see [`SECTIONS`]).
+    let own = struct_fields::<T>();
+    let env = Env::prefixed(ENV_PREFIX).filter(move |key| {
+        let section = key.as_str().split("__").next().unwrap_or_default();
+        let theirs = SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section));
+        let ours = own.is_none_or(|own| own.iter().any(|f| f.eq_ignore_ascii_case(section)));
+        ours || !theirs
+    });
+    figment = figment.merge(env.split("__"));
     figment.extract().map_err(|e| {
         // figment's Display names the key path and the source (file or env variable).
         let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
         ConfigError::Invalid(all.join("; "))
     })
+}
+
+/// The top-level field names `T`'s `Deserialize` declares, if `T` is a struct: asked of a
+/// deserializer that answers nothing else.
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    let mut fields = None;
+    let _ = T::deserialize(FieldProbe {
+        fields: &mut fields,
+    });
+    fields
+}
+
+/// The deserializer [`struct_fields`] uses: it records a struct's field names and stops.
+struct FieldProbe<'a> {
+    fields: &'a mut Option<&'static [&'static str]>,
+}
+
+/// What [`FieldProbe`] always answers: it deserializes nothing.
+#[derive(Debug)]
+struct Probed;
+
+impl fmt::Display for Probed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field names probed")
+    }
+}
+
+impl std::error::Error for Probed {}
+
+impl serde::de::Error for Probed {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        Probed
+    }
+}
+
+impl<'de> Deserializer<'de> for FieldProbe<'_> {
+    type Error = Probed;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Probed> {
+        Err(Probed)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Probed> {
+        *self.fields = Some(fields);
+        Err(Probed)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
 }
 
 /// A secret value (password, key, token): given inline, or read from a file or an environment
@@ -175,6 +259,45 @@ bootstrap_servers = "localhost:9092"
             assert!(err.contains("missing.toml"), "{err}");
             Ok(())
         });
+    }
+
+    /// One environment for every program: the variables of other programs' sections are
+    /// left to them (whatever their values), those of its own sections are taken, and a typo
+    /// in its own section or a section no program has still fails, naming the variable.
+    #[test]
+    fn a_shared_environment_is_taken_section_by_section() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRIBUTARY__REGISTRY__URL", "http://registry:8081");
+            jail.set_env("TRIBUTARY__SCHEMA_REGISTRY__LISTEN", "not an address");
+            jail.set_env("TRIBUTARY__INGEST__MAX_BODY_BYTES", "many");
+            jail.set_env("TRIBUTARY__LAKE__URL", "s3://lake");
+            jail.set_env("TRIBUTARY__INNER__BOOTSTRAP_SERVERS", "env:9092");
+            let cfg: Sample = load(DEFAULTS, None).unwrap();
+            assert_eq!(cfg.inner.bootstrap_servers, "env:9092");
+            assert_eq!(cfg.port, 1);
+
+            jail.set_env("TRIBUTARY__INNER__BOOTSTRAP_SERVER", "typo:9092");
+            let err = load::<Sample>(DEFAULTS, None).unwrap_err().to_string();
+            assert!(err.contains("bootstrap_server"), "{err}");
+            assert!(
+                err.contains("INNER.BOOTSTRAP_SERVER") && err.contains("TRIBUTARY__"),
+                "{err}"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRIBUTARY__REGISTRY__URL", "http://registry:8081");
+            jail.set_env("TRIBUTARY__KAFAK__BOOTSTRAP_SERVERS", "typo:9092");
+            let err = load::<Sample>(DEFAULTS, None).unwrap_err().to_string();
+            assert!(err.contains("kafak"), "{err}");
+            Ok(())
+        });
+        // A program whose configuration is no struct takes every variable.
+        assert_eq!(struct_fields::<serde_json::Value>(), None);
+        assert_eq!(
+            struct_fields::<Sample>(),
+            Some(&["name", "port", "inner"][..])
+        );
     }
 
     #[test]
