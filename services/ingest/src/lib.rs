@@ -150,6 +150,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .context("create the source progress topics")?;
     }
+    // Joined at shutdown, before the producer is flushed: what a source produced last is
+    // flushed too, and a source that failed is reported.
+    let mut source_tasks = Vec::new();
     for source in sources {
         let decl = match source {
             tributary_core::schema::sources::SourceDecl::Files(decl) => decl,
@@ -163,7 +166,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                     progress_topic: settings.postgres_progress_topic.clone(),
                     metrics: state.metrics.clone(),
                 };
-                tokio::spawn(postgres::run(ctx, shutdown.clone()));
+                let task = tokio::spawn(postgres::run(ctx, shutdown.clone()));
+                source_tasks.push((decl.name.clone(), task));
                 continue;
             }
         };
@@ -181,7 +185,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             &settings.files_progress_topic,
         )
         .await?;
-        tokio::spawn(file_source.run(shutdown.clone()));
+        let task = tokio::spawn(file_source.run(shutdown.clone()));
+        source_tasks.push((decl.name.clone(), task));
     }
 
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -206,7 +211,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("serve the api")?;
-        // Requests in flight were answered; anything still queued is flushed before exit.
+        // Requests in flight were answered; the sources stop at the shutdown signal too.
+        let failed = join_sources(source_tasks).await;
+        // Anything still queued is flushed before exit.
         producer
             .flush(std::time::Duration::from_secs(10))
             .context("flush the producer")?;
@@ -214,13 +221,41 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .await
             .context("admin server task")?
             .context("admin server")?;
-        Ok(())
+        match failed.as_slice() {
+            [] => Ok(()),
+            names => bail!("source task failed: {}", names.join(", ")),
+        }
     });
     Ok(Running {
         addr,
         admin_addr,
         task,
     })
+}
+
+/// How long the sources may take to stop after the shutdown signal.
+const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for every source task (they stop at the shutdown signal); answers the names of those
+/// that panicked or did not stop within [`SOURCE_STOP`] (aborted).
+async fn join_sources(tasks: Vec<(String, tokio::task::JoinHandle<()>)>) -> Vec<String> {
+    let mut failed = Vec::new();
+    let deadline = tokio::time::Instant::now() + SOURCE_STOP;
+    for (name, mut task) in tasks {
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(source = %name, error = %e, "source task failed");
+                failed.push(name);
+            }
+            Err(_) => {
+                tracing::error!(source = %name, "source did not stop in time; aborted");
+                task.abort();
+                failed.push(name);
+            }
+        }
+    }
+    failed
 }
 
 /// A numeric librdkafka setting from `[kafka.extra]`, or librdkafka's default.
@@ -244,4 +279,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .task
         .await
         .context("ingest task")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sources_are_joined_and_a_failed_one_is_named() {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let tasks = vec![
+            (
+                "quick".to_string(),
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }),
+            ),
+            (
+                "broken".to_string(),
+                tokio::spawn(async { panic!("a source's bug") }),
+            ),
+        ];
+        assert_eq!(join_sources(tasks).await, vec!["broken".to_string()]);
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst), "waited for");
+    }
 }

@@ -108,20 +108,18 @@ pub(crate) async fn run(
         .with_context(|| format!("write {}", layout.stack_file().display()))?;
 
     let mut stack = Stack::default();
-    let result = run_stack(
-        &mut stack,
-        &options,
+    let inputs = StackInputs {
+        options: &options,
         catalog,
-        &layout,
-        &ports,
-        &broker_program,
-        &binaries,
-        &api_key,
-        &registry_admin,
-        shop_db.as_ref(),
-        &shutdown,
-    )
-    .await;
+        layout: &layout,
+        ports: &ports,
+        broker_program: &broker_program,
+        binaries: &binaries,
+        api_key: &api_key,
+        registry_admin: &registry_admin,
+        shop_db: shop_db.as_ref(),
+    };
+    let result = run_stack(&mut stack, &inputs, &shutdown).await;
     let clean = stack.stop().await;
     // The stack file describes a running stack.
     let _ = std::fs::remove_file(layout.stack_file());
@@ -146,7 +144,8 @@ pub(crate) async fn run(
 struct Stack {
     broker: Option<Process>,
     registry: Option<Process>,
-    services: Vec<Process>,
+    /// The services after the registry, by name.
+    services: Vec<(Service, Process)>,
     demo: Option<(CancellationToken, Vec<tokio::task::JoinHandle<()>>)>,
 }
 
@@ -183,7 +182,7 @@ impl Stack {
         let stopping = self
             .services
             .iter_mut()
-            .map(|p| async move { (p.name.clone(), p.stop(SERVICE_GRACE).await) });
+            .map(|(_, p)| async move { (p.name.clone(), p.stop(SERVICE_GRACE).await) });
         for (name, stopped) in futures::future::join_all(stopping).await {
             report(&name, stopped);
         }
@@ -201,23 +200,97 @@ impl Stack {
     }
 }
 
+/// What the stack is started from: what [`run`] prepared.
+struct StackInputs<'a> {
+    options: &'a UpOptions,
+    catalog: &'a Catalog,
+    layout: &'a Layout,
+    ports: &'a Ports,
+    broker_program: &'a Path,
+    binaries: &'a Path,
+    api_key: &'a str,
+    registry_admin: &'a str,
+    shop_db: Option<&'a shop_db::ShopDb>,
+}
+
+impl StackInputs<'_> {
+    /// Starts `service` with its configuration file, its log, and the environment its catalog
+    /// sources name.
+    fn spawn(&self, service: Service) -> Result<Process> {
+        let mut env = Vec::new();
+        if service == Service::Ingest {
+            // The catalog's file source URL names ${TRIBUTARY_LANDING}.
+            env.push(("TRIBUTARY_LANDING", self.layout.landing().into_os_string()));
+            // The catalog's shop_db source names ${SHOP_DB_NAME} and ${SHOP_DB_SLOT}.
+            for (var, value) in self.shop_db.map(shop_db::ShopDb::env).unwrap_or_default() {
+                env.push((var, value.into()));
+            }
+        }
+        let logs = self.layout.logs();
+        Process::spawn(Spec {
+            name: service.name(),
+            program: &self.binaries.join(service.binary()),
+            args: vec![
+                self.layout
+                    .config()
+                    .join(format!("{}.toml", service.name()))
+                    .into_os_string(),
+            ],
+            cwd: Some(&self.layout.data),
+            env,
+            log: logs.join(format!("{}.log", service.name())),
+            sigterm_exit_is_clean: false,
+        })
+    }
+
+    /// The CLI's own configuration for the stack: its broker and registry, as admin.
+    fn cli_config(&self) -> CliConfig {
+        CliConfig {
+            kafka: KafkaConfig::new(self.ports.bootstrap()),
+            registry: RegistryConfig::new(self.ports.registry_url())
+                .with_basic_auth("admin", Secret::new(self.registry_admin)),
+            topics: TopicsConfig { dlq_partitions: 1 },
+            lake: None,
+        }
+    }
+}
+
 /// Starts everything, shows the figures until `shutdown`; `Ok(true)` when a process exited
 /// on its own meanwhile.
-#[allow(clippy::too_many_arguments)]
 async fn run_stack(
     stack: &mut Stack,
-    options: &UpOptions,
-    catalog: &Catalog,
-    layout: &Layout,
-    ports: &Ports,
-    broker_program: &Path,
-    binaries: &Path,
-    api_key: &str,
-    registry_admin: &str,
-    shop_db: Option<&shop_db::ShopDb>,
+    inputs: &StackInputs<'_>,
     shutdown: &CancellationToken,
 ) -> Result<bool> {
     let started = Instant::now();
+    if !start_stack(stack, inputs, shutdown).await? {
+        return Ok(false);
+    }
+    let counts = Arc::new(demo::DemoCounts::default());
+    if inputs.options.demo {
+        stack.demo = Some(start_demo(inputs, &counts)?);
+    }
+    let banner = banner(
+        inputs.options.broker,
+        inputs.layout,
+        inputs.ports,
+        inputs.options.demo.then_some(inputs.shop_db),
+        started.elapsed(),
+    );
+    for line in &banner {
+        println!("{line}");
+    }
+    watch(stack, inputs, &counts, started, shutdown).await
+}
+
+/// Starts the broker, the registry, applies the catalog, then starts the services and waits
+/// until those that listen do; `Ok(false)` when `shutdown` came first.
+async fn start_stack(
+    stack: &mut Stack,
+    inputs: &StackInputs<'_>,
+    shutdown: &CancellationToken,
+) -> Result<bool> {
+    let (layout, ports) = (inputs.layout, inputs.ports);
     let logs = layout.logs();
     println!(
         "tributary up: data in {}, logs in {}",
@@ -226,49 +299,24 @@ async fn run_stack(
     );
     println!(
         "starting the broker ({}, {})",
-        options.broker.label(),
-        broker_program.display()
+        inputs.options.broker.label(),
+        inputs.broker_program.display()
     );
     stack.broker = Some(
         broker::start(
-            options.broker,
-            broker_program,
+            inputs.options.broker,
+            inputs.broker_program,
             layout,
             ports,
             logs.join("broker.log"),
         )
         .await?,
     );
-    let spawn = |service: Service| -> Result<Process> {
-        let mut env = Vec::new();
-        if service == Service::Ingest {
-            // The catalog's file source URL names ${TRIBUTARY_LANDING}.
-            env.push(("TRIBUTARY_LANDING", layout.landing().into_os_string()));
-            // The catalog's shop_db source names ${SHOP_DB_NAME} and ${SHOP_DB_SLOT}.
-            for (var, value) in shop_db.map(shop_db::ShopDb::env).unwrap_or_default() {
-                env.push((var, value.into()));
-            }
-        }
-        Process::spawn(Spec {
-            name: service.name(),
-            program: &binaries.join(service.binary()),
-            args: vec![
-                layout
-                    .config()
-                    .join(format!("{}.toml", service.name()))
-                    .into_os_string(),
-            ],
-            cwd: Some(&layout.data),
-            env,
-            log: logs.join(format!("{}.log", service.name())),
-            sigterm_exit_is_clean: false,
-        })
-    };
     if shutdown.is_cancelled() {
         return Ok(false);
     }
     println!("starting the registry");
-    let registry = stack.registry.insert(spawn(Service::Registry)?);
+    let registry = stack.registry.insert(inputs.spawn(Service::Registry)?);
     process::wait_for_port(registry, ports.registry, Duration::from_secs(120)).await?;
 
     println!("applying the catalog's topics and schemas");
@@ -278,67 +326,76 @@ async fn run_stack(
         .append(true)
         .open(&apply_log)
         .with_context(|| format!("open {}", apply_log.display()))?;
-    let cli_config = CliConfig {
-        kafka: KafkaConfig::new(ports.bootstrap()),
-        registry: RegistryConfig::new(ports.registry_url())
-            .with_basic_auth("admin", Secret::new(registry_admin)),
-        topics: TopicsConfig { dlq_partitions: 1 },
-        lake: None,
-    };
     let mut progress = out.try_clone()?;
-    crate::apply::run(catalog, &cli_config, false, &mut out, &mut progress)
-        .await
-        .with_context(|| format!("apply the catalog (see {})", apply_log.display()))?;
+    crate::apply::run(
+        inputs.catalog,
+        &inputs.cli_config(),
+        false,
+        &mut out,
+        &mut progress,
+    )
+    .await
+    .with_context(|| format!("apply the catalog (see {})", apply_log.display()))?;
 
-    for service in &Service::ALL[1..] {
+    for service in Service::ALL.into_iter().filter(|s| *s != Service::Registry) {
         if shutdown.is_cancelled() {
             return Ok(false);
         }
         println!("starting {}", service.name());
-        stack.services.push(spawn(*service)?);
+        stack.services.push((service, inputs.spawn(service)?));
     }
-    for (service, port) in [(0, ports.ingest), (2, ports.feature)] {
-        process::wait_for_port(&mut stack.services[service], port, Duration::from_secs(120))
-            .await?;
+    for (service, process) in &mut stack.services {
+        if let Some(port) = ports.listen(*service) {
+            process::wait_for_port(process, port, Duration::from_secs(120)).await?;
+        }
     }
+    Ok(true)
+}
 
-    let counts = Arc::new(demo::DemoCounts::default());
-    if options.demo {
-        let stop = CancellationToken::new();
-        let mut tasks = demo::start(
-            demo::Target {
-                ingest_url: ports.ingest_url(),
-                api_key: api_key.to_string(),
-                products: layout.products(),
-                incoming: layout.incoming(),
-                marker: layout.demo_marker(),
-            },
+/// Starts the demo's traffic: events over HTTP, files in the landing folder and, when the
+/// demo has its database, the shop's writes.
+fn start_demo(
+    inputs: &StackInputs<'_>,
+    counts: &Arc<demo::DemoCounts>,
+) -> Result<(CancellationToken, Vec<tokio::task::JoinHandle<()>>)> {
+    let stop = CancellationToken::new();
+    let layout = inputs.layout;
+    let mut tasks = demo::start(
+        demo::Target {
+            ingest_url: inputs.ports.ingest_url(),
+            api_key: inputs.api_key.to_string(),
+            products: layout.products(),
+            incoming: layout.incoming(),
+            marker: layout.demo_marker(),
+        },
+        counts.clone(),
+        stop.clone(),
+    )?;
+    if let Some(db) = inputs.shop_db {
+        tasks.push(tokio::spawn(shop_db::run(
+            db.clone(),
             counts.clone(),
             stop.clone(),
-        )?;
-        if let Some(db) = shop_db {
-            tasks.push(tokio::spawn(shop_db::run(
-                db.clone(),
-                counts.clone(),
-                stop.clone(),
-            )));
-        }
-        stack.demo = Some((stop, tasks));
+        )));
     }
+    Ok((stop, tasks))
+}
 
-    let banner = banner(
-        options.broker,
-        layout,
-        ports,
-        options.demo.then_some(shop_db),
-        started.elapsed(),
-    );
-    for line in &banner {
-        println!("{line}");
-    }
+/// Shows the figures every second (redrawn on a terminal, a line every few seconds otherwise)
+/// and who went down, until `shutdown`; then the summary. `Ok(true)` when a process exited on
+/// its own meanwhile.
+async fn watch(
+    stack: &mut Stack,
+    inputs: &StackInputs<'_>,
+    counts: &demo::DemoCounts,
+    started: Instant,
+    shutdown: &CancellationToken,
+) -> Result<bool> {
+    let (options, layout) = (inputs.options, inputs.layout);
+    let cli_config = inputs.cli_config();
     let tty = std::io::stdout().is_terminal();
     let mut probe = Probe::new(
-        catalog,
+        inputs.catalog,
         &cli_config.kafka,
         &cli_config.registry,
         Some(&LakeConfig::new(layout.lake_url()?)),
@@ -356,7 +413,11 @@ async fn run_stack(
             broker.check_running()?;
         }
         let mut down = Vec::new();
-        for p in stack.registry.iter_mut().chain(stack.services.iter_mut()) {
+        for p in stack
+            .registry
+            .iter_mut()
+            .chain(stack.services.iter_mut().map(|(_, p)| p))
+        {
             if let Some(status) = p.exit_status() {
                 down.push(format!(
                     "{} exited ({status}; see {})",

@@ -224,6 +224,17 @@ impl Ports {
         self.admin[index]
     }
 
+    /// The port a service answers its users on, for those that have one besides the admin
+    /// port.
+    pub(crate) fn listen(&self, service: Service) -> Option<u16> {
+        match service {
+            Service::Registry => Some(self.registry),
+            Service::Ingest => Some(self.ingest),
+            Service::Feature => Some(self.feature),
+            Service::Transform | Service::TrainTrigger | Service::Archive => None,
+        }
+    }
+
     pub(crate) fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.broker)
     }
