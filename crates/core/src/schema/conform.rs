@@ -187,6 +187,22 @@ fn enum_symbols(field: &Field) -> Option<Vec<String>> {
     serde_json::from_str(symbols).ok()
 }
 
+/// Every row's error when a whole column cannot become the field (`e` says why): a column of
+/// nulls in its place.
+fn column_fails(
+    column: &ArrayRef,
+    field: &Field,
+    e: &dyn std::fmt::Display,
+    errors: &mut HashMap<usize, String>,
+) -> ArrayRef {
+    for row in 0..column.len() {
+        errors
+            .entry(row)
+            .or_insert_with(|| format!("field {}: {e}", field.name()));
+    }
+    arrow::array::new_null_array(field.data_type(), column.len())
+}
+
 /// Casts; a non-null value that became null did not fit.
 fn cast_column(column: &ArrayRef, field: &Field, errors: &mut HashMap<usize, String>) -> ArrayRef {
     let options = CastOptions {
@@ -208,14 +224,7 @@ fn cast_column(column: &ArrayRef, field: &Field, errors: &mut HashMap<usize, Str
             }
             cast
         }
-        Err(e) => {
-            for row in 0..column.len() {
-                errors
-                    .entry(row)
-                    .or_insert_with(|| format!("field {}: {e}", field.name()));
-            }
-            arrow::array::new_null_array(field.data_type(), column.len())
-        }
+        Err(e) => column_fails(column, field, &e, errors),
     }
 }
 
@@ -232,12 +241,7 @@ fn decimal_column(
     let text = match cast(column, &DataType::Utf8) {
         Ok(text) => text,
         Err(e) => {
-            for row in 0..column.len() {
-                errors
-                    .entry(row)
-                    .or_insert_with(|| format!("field {}: {e}", field.name()));
-            }
-            return arrow::array::new_null_array(field.data_type(), column.len());
+            return column_fails(column, field, &e, errors);
         }
     };
     let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
@@ -261,14 +265,7 @@ fn decimal_column(
         .collect();
     match values.with_precision_and_scale(precision, scale) {
         Ok(values) => Arc::new(values),
-        Err(e) => {
-            for row in 0..column.len() {
-                errors
-                    .entry(row)
-                    .or_insert_with(|| format!("field {}: {e}", field.name()));
-            }
-            arrow::array::new_null_array(field.data_type(), column.len())
-        }
+        Err(e) => column_fails(column, field, &e, errors),
     }
 }
 
@@ -287,12 +284,7 @@ fn enum_column(
     let text = match cast(column, &DataType::Utf8) {
         Ok(t) => t,
         Err(e) => {
-            for row in 0..column.len() {
-                errors
-                    .entry(row)
-                    .or_insert_with(|| format!("field {}: {e}", field.name()));
-            }
-            return arrow::array::new_null_array(field.data_type(), column.len());
+            return column_fails(column, field, &e, errors);
         }
     };
     let keys: Int32Array = match text.as_any().downcast_ref::<StringArray>() {
@@ -318,14 +310,7 @@ fn enum_column(
     let values: ArrayRef = Arc::new(StringArray::from_iter_values(symbols.iter()));
     match DictionaryArray::<Int32Type>::try_new(keys, values) {
         Ok(d) => Arc::new(d),
-        Err(e) => {
-            for row in 0..column.len() {
-                errors
-                    .entry(row)
-                    .or_insert_with(|| format!("field {}: {e}", field.name()));
-            }
-            arrow::array::new_null_array(field.data_type(), column.len())
-        }
+        Err(e) => column_fails(column, field, &e, errors),
     }
 }
 
