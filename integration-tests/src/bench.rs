@@ -1,6 +1,7 @@
 //! Helpers shared by the benchmark binaries (`src/bin/bench-*.rs`): the `--broker` option and
 //! the header naming the machine and the broker, CPU accounting from `/proc`, the reproducible
-//! `raw.web_events` records they produce, and a parallel producer.
+//! `raw.web_events` records they produce, a parallel producer, and running a benchmark beside
+//! the services it starts.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +13,9 @@ use anyhow::{Context, Result, bail, ensure};
 use tokio::task::JoinSet;
 use tributary_core::bus::{OutboundRecord, Producer};
 
-use crate::{Broker, BrokerKind, KAFKA_VERSION, TANSU_VERSION, kafka_launcher, tansu_binary};
+use crate::{
+    Broker, BrokerKind, KAFKA_VERSION, TANSU_VERSION, kafka_launcher, tansu_binary, workspace_bin,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The broker: `--broker`, the header, starting it.
@@ -570,4 +573,57 @@ pub fn repo_schemas_with(dir: &std::path::Path, extra: &str) -> Result<()> {
     catalog.push_str(extra);
     std::fs::write(dir.join("catalog.toml"), catalog)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services beside a release binary: a benchmark in `target/<profile>/` finds the services.
+
+/// Set by [`run_beside_services`] on the program it re-runs, so that it never loops.
+const BESIDE_REEXEC_VAR: &str = "TRIBUTARY_BENCH_REEXEC";
+
+/// Lets a benchmark binary started as `target/<profile>/<name>` use the harness.
+///
+/// [`workspace_bin`] looks for the services in the parent of the executable's folder, which
+/// suits test executables in `target/<profile>/deps/` but not binaries in `target/<profile>/`.
+/// Cargo hard-links every binary into `target/<profile>/deps/` too: when `services` are beside
+/// this executable and not where [`workspace_bin`] looks, this runs that twin instead (same
+/// arguments; it does not return then). Returns `Ok` when nothing needs doing.
+pub fn run_beside_services(services: &[&str]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+
+    if services.iter().all(|name| workspace_bin(name).is_ok()) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("locate this executable")?;
+    let dir = exe.parent().context("this executable has no folder")?;
+    let beside = services.iter().all(|name| dir.join(name).exists());
+    if !beside || std::env::var_os(BESIDE_REEXEC_VAR).is_some() {
+        bail!(
+            "{} not built beside {}: cargo build --release -p {}",
+            services.join(" and "),
+            exe.display(),
+            services.join(" -p ")
+        );
+    }
+    let me = std::fs::metadata(&exe)?;
+    let twin = std::fs::read_dir(dir.join("deps"))
+        .with_context(|| format!("list {}/deps", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            std::fs::metadata(path).is_ok_and(|m| m.dev() == me.dev() && m.ino() == me.ino())
+        })
+        .with_context(|| {
+            format!(
+                "no hard link of {} in {}/deps",
+                exe.display(),
+                dir.display()
+            )
+        })?;
+    let error = Command::new(&twin)
+        .args(std::env::args_os().skip(1))
+        .env(BESIDE_REEXEC_VAR, "1")
+        .exec();
+    Err(error).with_context(|| format!("run {}", twin.display()))
 }
