@@ -375,13 +375,21 @@ fn store_positions(
     consumer: &StreamConsumer<LoopContext>,
     positions: &[(String, i32, i64)],
 ) -> Result<(), BusError> {
-    for (topic, partition, next) in positions {
-        // rd_kafka_offset_store stores `offset + 1`; nothing to store before the first record.
-        if *next > 0 {
-            store_one(consumer, topic, *partition, next - 1)?;
-        }
+    for (topic, partition, last) in last_handled(positions) {
+        store_one(consumer, topic, partition, last)?;
     }
     Ok(())
+}
+
+/// The last offset handled per partition, from positions (next offsets to read):
+/// `rd_kafka_offset_store` stores `offset + 1` itself, and there is nothing to store for a
+/// partition before its first record (position 0).
+fn last_handled(positions: &[(String, i32, i64)]) -> Vec<(&str, i32, i64)> {
+    positions
+        .iter()
+        .filter(|(_, _, next)| *next > 0)
+        .map(|(topic, partition, next)| (topic.as_str(), *partition, next - 1))
+        .collect()
 }
 
 /// Tells the handler about partitions revoked during the last poll, and drops the records of
@@ -439,29 +447,38 @@ fn apply_revocations<H: BatchHandler>(
     if revoked.is_empty() {
         return;
     }
+    drop_revoked(batch, &revoked);
+    handler.partitions_revoked(&revoked);
+}
+
+/// Drops the records of revoked partitions from a batch being filled.
+fn drop_revoked(batch: &mut Vec<InboundRecord>, revoked: &[(String, i32)]) {
     batch.retain(|r| {
         !revoked
             .iter()
             .any(|(t, p)| *t == r.topic && *p == r.partition)
     });
-    handler.partitions_revoked(&revoked);
 }
 
 fn store_offsets(
     consumer: &StreamConsumer<LoopContext>,
     batch: &[InboundRecord],
 ) -> Result<(), BusError> {
-    // The last offset handled per partition. `rd_kafka_offset_store` stores `offset + 1` itself
-    // (the next offset to read, which is what Kafka commits), so it is given the last one.
+    for ((topic, partition), offset) in last_offsets(batch) {
+        store_one(consumer, topic, partition, offset)?;
+    }
+    Ok(())
+}
+
+/// The last offset of each partition in a batch. `rd_kafka_offset_store` stores `offset + 1`
+/// itself (the next offset to read, which is what Kafka commits), so it is given the last one.
+fn last_offsets(batch: &[InboundRecord]) -> BTreeMap<(&str, i32), i64> {
     let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for r in batch {
         let e = last.entry((&r.topic, r.partition)).or_insert(r.offset);
         *e = (*e).max(r.offset);
     }
-    for ((topic, partition), offset) in last {
-        store_one(consumer, topic, partition, offset)?;
-    }
-    Ok(())
+    last
 }
 
 /// Stores `offset + 1` as the partition's position to commit.
@@ -526,6 +543,59 @@ pub(crate) fn owned<M: Message>(m: &M) -> InboundRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(topic: &str, partition: i32, offset: i64) -> InboundRecord {
+        InboundRecord {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            key: None,
+            payload: None,
+            timestamp_ms: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_stores_the_last_offset_of_each_partition_whatever_the_order() {
+        let batch = [
+            record("a", 0, 7),
+            record("a", 1, 3),
+            record("a", 0, 5),
+            record("b", 0, 0),
+            record("a", 0, 9),
+            record("a", 1, 2),
+        ];
+        let last: Vec<_> = last_offsets(&batch).into_iter().collect();
+        assert_eq!(last, vec![(("a", 0), 9), (("a", 1), 3), (("b", 0), 0)]);
+        assert!(last_offsets(&[]).is_empty());
+    }
+
+    #[test]
+    fn positions_become_last_handled_offsets_and_position_zero_stores_nothing() {
+        let positions = vec![
+            ("a".to_string(), 0, 10),
+            ("a".to_string(), 1, 0),
+            ("b".to_string(), 2, 1),
+        ];
+        assert_eq!(last_handled(&positions), vec![("a", 0, 9), ("b", 2, 0)]);
+    }
+
+    #[test]
+    fn records_of_revoked_partitions_leave_the_batch_and_only_those() {
+        let mut batch = vec![
+            record("a", 0, 1),
+            record("a", 1, 1),
+            record("b", 0, 1),
+            record("a", 0, 2),
+        ];
+        drop_revoked(&mut batch, &[("a".to_string(), 0), ("c".to_string(), 1)]);
+        let left: Vec<(&str, i32, i64)> = batch
+            .iter()
+            .map(|r| (r.topic.as_str(), r.partition, r.offset))
+            .collect();
+        assert_eq!(left, vec![("a", 1, 1), ("b", 0, 1)]);
+    }
 
     #[test]
     fn pauses_and_broker_outages_are_survived_nothing_else() {
