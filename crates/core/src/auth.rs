@@ -25,20 +25,29 @@ enum Pattern {
     Prefix(String),
 }
 
+/// A name pattern [`Scope::parse`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// An empty entry.
+    #[error("an empty name pattern")]
+    Empty,
+    /// A `*` anywhere but at the end; holds the pattern.
+    #[error("name pattern {0:?}: `*` may only end a pattern (\"raw.*\", \"*\")")]
+    InnerStar(String),
+}
+
 impl Scope {
     /// Parses patterns; the error names the first invalid one.
-    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ScopeError> {
         patterns
             .iter()
             .map(|p| {
                 let p = p.as_ref();
                 match p.find('*') {
-                    _ if p.is_empty() => Err("an empty name pattern".to_string()),
+                    _ if p.is_empty() => Err(ScopeError::Empty),
                     None => Ok(Pattern::Exact(p.to_string())),
                     Some(at) if at == p.len() - 1 => Ok(Pattern::Prefix(p[..at].to_string())),
-                    Some(_) => Err(format!(
-                        "name pattern {p:?}: `*` may only end a pattern (\"raw.*\", \"*\")"
-                    )),
+                    Some(_) => Err(ScopeError::InnerStar(p.to_string())),
                 }
             })
             .collect::<Result<Vec<_>, _>>()
@@ -215,7 +224,12 @@ mod tests {
 
     #[test]
     fn a_star_inside_a_pattern_or_an_empty_one_is_refused() {
-        assert!(Scope::parse(&["ra*w"]).unwrap_err().contains("ra*w"));
+        assert!(
+            Scope::parse(&["ra*w"])
+                .unwrap_err()
+                .to_string()
+                .contains("ra*w")
+        );
         assert!(Scope::parse(&["*.events"]).is_err());
         assert!(Scope::parse(&[""]).is_err());
         let e = toml::from_str::<ApiKey>("name = \"a\"\nsecret = \"s\"\ntopics = [\"a*b\"]")

@@ -454,7 +454,7 @@ async fn transform(
                 let column = conformed
                     .column_by_name(field)
                     .ok_or_else(|| (Rejection::Output, format!("no key field {field}")))?;
-                key_text(column).map_err(|e| (Rejection::Output, e))?
+                key_text(column).map_err(|e| (Rejection::Output, e.to_string()))?
             }
         };
         out.extend(keys.into_iter().zip(payloads));

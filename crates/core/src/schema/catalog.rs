@@ -10,10 +10,10 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use serde::Deserialize;
 
-use super::features::{self, FeatureViewDecl};
-use super::sources::{self, SourceDecl};
-use super::transforms::{self, TransformDecl};
-use super::triggers::{self, TriggerDecl};
+use super::features::{self, FeatureProblem, FeatureViewDecl};
+use super::sources::{self, SourceDecl, SourceProblem};
+use super::transforms::{self, TransformDecl, TransformProblem};
+use super::triggers::{self, TriggerDecl, TriggerProblem};
 use crate::bus::{TopicSpec, dlq_topic};
 
 /// Name of the catalog file inside the schemas folder.
@@ -31,6 +31,202 @@ pub struct CatalogError {
     /// What is wrong with it.
     pub message: String,
 }
+
+/// A duration (`7d`, `12h`, `30m`, `90s`, `500ms`) that does not parse; each variant holds the
+/// text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// No leading number (or one too large for an `i64`).
+    #[error("invalid retention {0:?}: expected e.g. 7d, 12h, 30m or forever")]
+    Invalid(String),
+    /// A unit other than `ms`, `s`, `m`, `h` or `d`.
+    #[error("invalid retention unit in {0:?}: use ms, s, m, h or d")]
+    Unit(String),
+    /// Zero, or more milliseconds than an `i64` holds.
+    #[error("invalid retention {0:?}: out of range")]
+    OutOfRange(String),
+}
+
+/// A duration-valued key of a declaration (`allowed_lateness`, `cooldown`) that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {error}")]
+pub struct DurationKeyError {
+    /// The key, as written in `catalog.toml`.
+    pub key: &'static str,
+    /// Why its value is refused.
+    pub error: DurationError,
+}
+
+/// The kind of a declaration of the catalog: the name of its TOML array of tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclKind {
+    /// `[[source]]`.
+    Source,
+    /// `[[transform]]`.
+    Transform,
+    /// `[[feature]]`.
+    Feature,
+    /// `[[trigger]]`.
+    Trigger,
+}
+
+impl DeclKind {
+    /// The kind as written in `catalog.toml` and in messages: `source`, `transform`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Source => "source",
+            Self::Transform => "transform",
+            Self::Feature => "feature",
+            Self::Trigger => "trigger",
+        }
+    }
+
+    /// Checks a declaration's name: an identifier (letters, digits and `_`, not starting with a
+    /// digit), not already in `seen` (where it is then added).
+    pub(crate) fn check_name<'a>(
+        self,
+        name: &'a str,
+        seen: &mut BTreeSet<&'a str>,
+    ) -> Result<(), DeclError> {
+        if !transforms::is_identifier(name) {
+            return Err(DeclError::new(self, name, DeclProblem::InvalidName));
+        }
+        if !seen.insert(name) {
+            return Err(DeclError::new(self, name, DeclProblem::DeclaredTwice));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for DeclKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A declaration of the catalog (`[[source]]`, `[[transform]]`, `[[feature]]`, `[[trigger]]`)
+/// that is refused: its kind, its name, and what is wrong ([`DeclError::key`] names the key at
+/// fault). Displayed as `<kind> <name>: <problem>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name}: {problem}")]
+pub struct DeclError {
+    /// The kind of declaration.
+    pub kind: DeclKind,
+    /// Its `name`, as written (possibly not a valid name: [`DeclProblem::InvalidName`]).
+    pub name: String,
+    /// What is wrong with it.
+    pub problem: DeclProblem,
+}
+
+impl DeclError {
+    /// The error of the declaration `kind` named `name`.
+    pub fn new(kind: DeclKind, name: &str, problem: impl Into<DeclProblem>) -> Self {
+        Self {
+            kind,
+            name: name.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The key of the declaration at fault, as written in `catalog.toml` (`name`, `inputs`,
+    /// `window`, `policy`, ...; for a problem in a nested table, that table's key, e.g. `rule`).
+    pub fn key(&self) -> &'static str {
+        self.problem.key()
+    }
+}
+
+/// What is wrong with a declaration: the problems every kind shares, then each kind's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeclProblem {
+    /// The name is not letters, digits and `_`, or starts with a digit.
+    #[error("the name must be letters, digits and _, not starting with a digit")]
+    InvalidName,
+    /// Another declaration of the same kind has the same name.
+    #[error("declared twice")]
+    DeclaredTwice,
+    /// A problem of a `[[source]]`.
+    #[error(transparent)]
+    Source(#[from] SourceProblem),
+    /// A problem of a `[[transform]]`.
+    #[error(transparent)]
+    Transform(#[from] TransformProblem),
+    /// A problem of a `[[feature]]`.
+    #[error(transparent)]
+    Feature(#[from] FeatureProblem),
+    /// A problem of a `[[trigger]]`.
+    #[error(transparent)]
+    Trigger(#[from] TriggerProblem),
+}
+
+impl DeclProblem {
+    /// The key at fault, as written in `catalog.toml`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::InvalidName | Self::DeclaredTwice => "name",
+            Self::Source(p) => p.key(),
+            Self::Transform(p) => p.key(),
+            Self::Feature(p) => p.key(),
+            Self::Trigger(p) => p.key(),
+        }
+    }
+}
+
+/// Why [`pick`] found nothing to run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickError {
+    /// A name asked for is not declared.
+    #[error("{what} {name} is not declared in {}", catalog.display())]
+    NotDeclared {
+        /// What was picked, e.g. `transform`.
+        what: String,
+        /// The name asked for.
+        name: String,
+        /// The catalog file.
+        catalog: PathBuf,
+    },
+    /// The catalog declares none.
+    #[error("no {what} to run: {} declares none", catalog.display())]
+    NothingToRun {
+        /// What was picked, e.g. `transform`.
+        what: String,
+        /// The catalog file.
+        catalog: PathBuf,
+    },
+}
+
+/// Why a topic's `key_field` or `event_time_field` is refused.
+#[derive(Debug, thiserror::Error)]
+enum FieldError {
+    /// The value schema has no such field.
+    #[error("{field:?} is not a field of the value schema (fields: {})", fields.join(", "))]
+    Missing {
+        /// The field named.
+        field: String,
+        /// The value schema's fields.
+        fields: Vec<String>,
+    },
+    /// An `event_time_field` that is neither a timestamp nor a long.
+    #[error("{field:?} must be a timestamp or long, not {schema:?}")]
+    NotTime {
+        /// The field named.
+        field: String,
+        /// Its (non-null) schema.
+        schema: Box<Schema>,
+    },
+    /// A `key_field` of a type keys cannot have.
+    #[error("{field:?} must be a string, int, long, uuid or bytes, not {schema:?}")]
+    NotKey {
+        /// The field named.
+        field: String,
+        /// Its (non-null) schema.
+        schema: Box<Schema>,
+    },
+}
+
+/// A topic name Kafka refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid topic name {0:?}: use 1 to 249 characters of a-z A-Z 0-9 . _ -")]
+struct TopicNameError(String);
 
 /// Schema compatibility level of a subject (Confluent's names).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -262,10 +458,11 @@ impl Catalog {
                 }
             }
         }
-        transforms::validate(&parsed.transforms, &topics).map_err(|m| fail(&catalog_path, m))?;
-        features::validate(&parsed.features, &topics).map_err(|m| fail(&catalog_path, m))?;
-        triggers::validate(&parsed.triggers, &topics).map_err(|m| fail(&catalog_path, m))?;
-        sources::validate(&parsed.sources, &topics).map_err(|m| fail(&catalog_path, m))?;
+        let invalid = |e: DeclError| fail(&catalog_path, e.to_string());
+        transforms::validate(&parsed.transforms, &topics).map_err(invalid)?;
+        features::validate(&parsed.features, &topics).map_err(invalid)?;
+        triggers::validate(&parsed.triggers, &topics).map_err(invalid)?;
+        sources::validate(&parsed.sources, &topics).map_err(invalid)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             topics,
@@ -304,25 +501,26 @@ pub fn pick<'a, T>(
     only: &[String],
     what: &str,
     dir: &Path,
-) -> Result<Vec<&'a T>, String> {
+) -> Result<Vec<&'a T>, PickError> {
     if let Some(unknown) = only
         .iter()
         .find(|n| !declared.iter().any(|d| name_of(d) == n.as_str()))
     {
-        return Err(format!(
-            "{what} {unknown} is not declared in {}",
-            dir.join(CATALOG_FILE).display()
-        ));
+        return Err(PickError::NotDeclared {
+            what: what.to_string(),
+            name: unknown.clone(),
+            catalog: dir.join(CATALOG_FILE),
+        });
     }
     let picked: Vec<&T> = declared
         .iter()
         .filter(|d| only.is_empty() || only.iter().any(|n| n == name_of(d)))
         .collect();
     if picked.is_empty() {
-        return Err(format!(
-            "no {what} to run: {} declares none",
-            dir.join(CATALOG_FILE).display()
-        ));
+        return Err(PickError::NothingToRun {
+            what: what.to_string(),
+            catalog: dir.join(CATALOG_FILE),
+        });
     }
     Ok(picked)
 }
@@ -340,7 +538,7 @@ fn load_topic(
         message,
     };
     let name = entry.name;
-    validate_topic_name(&name).map_err(|m| fail(catalog_path, m))?;
+    validate_topic_name(&name).map_err(|e| fail(catalog_path, e.to_string()))?;
     let partitions = entry.partitions.unwrap_or(defaults.partitions);
     if partitions < 1 {
         return Err(fail(
@@ -404,13 +602,12 @@ fn load_topic(
     })
 }
 
-fn check_field(record: &RecordSchema, field: &str, is_time: bool) -> Result<(), String> {
+fn check_field(record: &RecordSchema, field: &str, is_time: bool) -> Result<(), FieldError> {
     let Some(f) = record.fields.iter().find(|f| f.name == field) else {
-        let names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
-        return Err(format!(
-            "{field:?} is not a field of the value schema (fields: {})",
-            names.join(", ")
-        ));
+        return Err(FieldError::Missing {
+            field: field.to_string(),
+            fields: record.fields.iter().map(|f| f.name.clone()).collect(),
+        });
     };
     // A nullable field counts as its non-null type, whichever order the union lists them in.
     let schema = match &f.schema {
@@ -436,34 +633,29 @@ fn check_field(record: &RecordSchema, field: &str, is_time: bool) -> Result<(), 
             Schema::String | Schema::Int | Schema::Long | Schema::Uuid | Schema::Bytes
         )
     };
+    let (field, schema) = (field.to_string(), Box::new(schema.clone()));
     if ok {
         Ok(())
     } else if is_time {
-        Err(format!(
-            "{field:?} must be a timestamp or long, not {schema:?}"
-        ))
+        Err(FieldError::NotTime { field, schema })
     } else {
-        Err(format!(
-            "{field:?} must be a string, int, long, uuid or bytes, not {schema:?}"
-        ))
+        Err(FieldError::NotKey { field, schema })
     }
 }
 
 /// Kafka's rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
-fn validate_topic_name(name: &str) -> Result<(), String> {
+fn validate_topic_name(name: &str) -> Result<(), TopicNameError> {
     let legal = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || name.len() > 249 || !legal || name == "." || name == ".." {
-        return Err(format!(
-            "invalid topic name {name:?}: use 1 to 249 characters of a-z A-Z 0-9 . _ -"
-        ));
+        return Err(TopicNameError(name.to_string()));
     }
     Ok(())
 }
 
 /// Parses `7d`, `12h`, `30m`, `90s`, `500ms` or `forever` into milliseconds (`-1` for forever).
-fn parse_retention(s: &str) -> Result<i64, String> {
+fn parse_retention(s: &str) -> Result<i64, DurationError> {
     if s == "forever" {
         return Ok(-1);
     }
@@ -471,27 +663,23 @@ fn parse_retention(s: &str) -> Result<i64, String> {
 }
 
 /// Parses `7d`, `12h`, `30m`, `90s` or `500ms` into milliseconds.
-pub(crate) fn parse_duration(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<i64, DurationError> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: i64 = number
         .parse()
-        .map_err(|_| format!("invalid retention {s:?}: expected e.g. 7d, 12h, 30m or forever"))?;
+        .map_err(|_| DurationError::Invalid(s.to_string()))?;
     let factor = match unit {
         "ms" => 1,
         "s" => 1000,
         "m" => 60 * 1000,
         "h" => 60 * 60 * 1000,
         "d" => DAY_MS,
-        _ => {
-            return Err(format!(
-                "invalid retention unit in {s:?}: use ms, s, m, h or d"
-            ));
-        }
+        _ => return Err(DurationError::Unit(s.to_string())),
     };
     n.checked_mul(factor)
         .filter(|ms| *ms > 0)
-        .ok_or_else(|| format!("invalid retention {s:?}: out of range"))
+        .ok_or_else(|| DurationError::OutOfRange(s.to_string()))
 }
 
 #[cfg(test)]
@@ -667,6 +855,86 @@ mod tests {
     }
 
     #[test]
+    fn declaration_errors_name_the_declaration_and_the_key() {
+        let topics = BTreeMap::new();
+        let transform = |name: &str| -> TransformDecl {
+            toml::from_str(&format!(
+                "name = \"{name}\"\ninputs = [\"a\"]\noutput = \"b\"\nsql = \"SELECT 1\""
+            ))
+            .unwrap()
+        };
+        let e = transforms::validate(&[transform("t")], &topics).unwrap_err();
+        assert_eq!(
+            (e.kind, e.name.as_str(), e.key()),
+            (DeclKind::Transform, "t", "inputs")
+        );
+        assert_eq!(
+            e.problem,
+            DeclProblem::Transform(TransformProblem::UnknownInput { topic: "a".into() })
+        );
+        assert_eq!(e.to_string(), "transform t: topic a is not in the catalog");
+
+        let e = transforms::validate(&[transform("1t")], &topics).unwrap_err();
+        assert_eq!((&e.problem, e.key()), (&DeclProblem::InvalidName, "name"));
+        assert_eq!(
+            e.to_string(),
+            "transform 1t: the name must be letters, digits and _, not starting with a digit"
+        );
+
+        let trigger: TriggerDecl = toml::from_str(
+            "name = \"r\"\nmodel = \"m\"\ninputs = []\ncooldown = \"1w\"\n\
+             [[policy]]\ntype = \"volume\"\nname = \"v\"\nrows = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            trigger.cooldown_ms().unwrap_err(),
+            DurationKeyError {
+                key: "cooldown",
+                error: DurationError::Unit("1w".into()),
+            }
+        );
+        let e = triggers::validate(&[trigger], &topics).unwrap_err();
+        assert_eq!(e.to_string(), "trigger r: inputs is empty");
+        assert_eq!(e.key(), "inputs");
+    }
+
+    #[test]
+    fn pick_names_what_is_missing() {
+        let dir = Path::new("/schemas");
+        let declared = ["a".to_string(), "b".to_string()];
+        let name = |d: &String| d.clone();
+        let picked = pick(
+            &declared,
+            |d| d.as_str(),
+            &["b".to_string()],
+            "transform",
+            dir,
+        );
+        assert_eq!(
+            picked.unwrap().into_iter().map(name).collect::<Vec<_>>(),
+            ["b"]
+        );
+        let e = pick(
+            &declared,
+            |d| d.as_str(),
+            &["c".to_string()],
+            "transform",
+            dir,
+        )
+        .unwrap_err();
+        assert!(matches!(&e, PickError::NotDeclared { name, .. } if name == "c"));
+        assert_eq!(
+            e.to_string(),
+            "transform c is not declared in /schemas/catalog.toml"
+        );
+        let e = pick(&[] as &[String], |d| d.as_str(), &[], "trigger", dir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no trigger to run: /schemas/catalog.toml declares none"
+        );
+    }
+
+    #[test]
     fn retention_parses() {
         assert_eq!(parse_retention("500ms"), Ok(500));
         assert_eq!(parse_retention("90s"), Ok(90_000));
@@ -675,5 +943,10 @@ mod tests {
         assert!(parse_retention("").is_err());
         assert!(parse_retention("0d").is_err());
         assert!(parse_retention("99999999999999999999d").is_err());
+        assert_eq!(parse_retention("7w"), Err(DurationError::Unit("7w".into())));
+        assert_eq!(
+            parse_retention("0d").unwrap_err().to_string(),
+            "invalid retention \"0d\": out of range"
+        );
     }
 }

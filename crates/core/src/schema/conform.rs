@@ -41,20 +41,89 @@ pub struct Conformer {
 /// Rows of a batch that do not fit the output schema, with why.
 pub type RowErrors = Vec<(usize, String)>;
 
+/// Why a produced schema cannot become the output schema ([`Conformer::new`]): every problem
+/// found, displayed joined by `; `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", join(.problems))]
+pub struct ConformError {
+    /// The problems, the target's fields first (in its order), then the extra columns.
+    pub problems: Vec<ConformProblem>,
+}
+
+fn join(problems: &[ConformProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One reason a produced schema cannot become the output schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConformProblem {
+    /// No column for a field of the output schema.
+    #[error("no column {field} ({data_type})")]
+    NoColumn {
+        /// The field.
+        field: String,
+        /// Its type.
+        data_type: DataType,
+    },
+    /// A column that cannot become the enum of its field (it does not cast to text).
+    #[error("column {column} is {produced}, which cannot become the enum {target}")]
+    NotEnum {
+        /// The column.
+        column: String,
+        /// Its type.
+        produced: DataType,
+        /// The field's (dictionary) type.
+        target: DataType,
+    },
+    /// A column whose type does not cast to its field's.
+    #[error("column {column} is {produced}, which cannot be cast to {target}")]
+    NoCast {
+        /// The column.
+        column: String,
+        /// Its type.
+        produced: DataType,
+        /// The field's type.
+        target: DataType,
+    },
+    /// A column the output schema has no field for.
+    #[error("column {column} is not a field of the output schema")]
+    Extra {
+        /// The column.
+        column: String,
+    },
+}
+
+/// Why a key column cannot be written as message keys ([`key_text`]).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyTextError {
+    /// The column does not cast to text.
+    #[error(transparent)]
+    Cast(#[from] arrow::error::ArrowError),
+    /// The cast gave something other than a string array.
+    #[error("key cast to text")]
+    NotText,
+}
+
 impl Conformer {
     /// Checks that `produced` (the SQL's output schema) can become `target`: every field
     /// present by name, of a type that casts, and no column the target has no field for. The
     /// error lists every problem.
-    pub fn new(produced: &arrow::datatypes::Schema, target: SchemaRef) -> Result<Self, String> {
+    pub fn new(
+        produced: &arrow::datatypes::Schema,
+        target: SchemaRef,
+    ) -> Result<Self, ConformError> {
         let mut problems = Vec::new();
         let mut plans = Vec::new();
         for field in target.fields() {
             let Ok(index) = produced.index_of(field.name()) else {
-                problems.push(format!(
-                    "no column {} ({})",
-                    field.name(),
-                    field.data_type()
-                ));
+                problems.push(ConformProblem::NoColumn {
+                    field: field.name().clone(),
+                    data_type: field.data_type().clone(),
+                });
                 continue;
             };
             let source = produced.field(index).data_type();
@@ -62,11 +131,11 @@ impl Conformer {
                 if can_cast_types(source, &DataType::Utf8) {
                     plans.push(Plan::Enum(index, Arc::new(symbols)));
                 } else {
-                    problems.push(format!(
-                        "column {} is {source}, which cannot become the enum {}",
-                        field.name(),
-                        field.data_type()
-                    ));
+                    problems.push(ConformProblem::NotEnum {
+                        column: field.name().clone(),
+                        produced: source.clone(),
+                        target: field.data_type().clone(),
+                    });
                 }
             } else if source.equals_datatype(field.data_type()) {
                 plans.push(Plan::Same(index));
@@ -80,25 +149,24 @@ impl Conformer {
             } else if can_cast_types(source, field.data_type()) {
                 plans.push(Plan::Cast(index));
             } else {
-                problems.push(format!(
-                    "column {} is {source}, which cannot be cast to {}",
-                    field.name(),
-                    field.data_type()
-                ));
+                problems.push(ConformProblem::NoCast {
+                    column: field.name().clone(),
+                    produced: source.clone(),
+                    target: field.data_type().clone(),
+                });
             }
         }
         for field in produced.fields() {
             if target.field_with_name(field.name()).is_err() {
-                problems.push(format!(
-                    "column {} is not a field of the output schema",
-                    field.name()
-                ));
+                problems.push(ConformProblem::Extra {
+                    column: field.name().clone(),
+                });
             }
         }
         if problems.is_empty() {
             Ok(Self { target, plans })
         } else {
-            Err(problems.join("; "))
+            Err(ConformError { problems })
         }
     }
 
@@ -141,7 +209,7 @@ impl Conformer {
 
 /// A key column as text bytes, as message keys are written (null stays no key). Binary uuids
 /// (`FixedSizeBinary(16)`) are written in their canonical text form, as the Avro uuid string.
-pub fn key_text(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>, String> {
+pub fn key_text(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>, KeyTextError> {
     if let Some(uuids) = column
         .as_any()
         .downcast_ref::<arrow::array::FixedSizeBinaryArray>()
@@ -152,11 +220,11 @@ pub fn key_text(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>, String> {
             .map(|v| v.map(|b| format_uuid(b).into_bytes()))
             .collect());
     }
-    let text = cast(column, &DataType::Utf8).map_err(|e| e.to_string())?;
+    let text = cast(column, &DataType::Utf8)?;
     let text = text
         .as_any()
         .downcast_ref::<StringArray>()
-        .ok_or("key cast to text")?;
+        .ok_or(KeyTextError::NotText)?;
     Ok(text
         .iter()
         .map(|v| v.map(|s| s.as_bytes().to_vec()))
@@ -455,8 +523,14 @@ mod tests {
             Field::new("extra", DataType::Utf8, true),
         ]);
         let error = Conformer::new(&produced, target()).unwrap_err();
+        assert_eq!(error.problems.len(), 4, "{error}");
+        assert!(
+            matches!(&error.problems[3], ConformProblem::Extra { column } if column == "extra")
+        );
+        let error = error.to_string();
         assert!(error.contains("no column status"), "{error}");
         assert!(error.contains("column id is Binary"), "{error}");
         assert!(error.contains("column extra is not a field"), "{error}");
+        assert_eq!(error.matches("; ").count(), 3, "{error}");
     }
 }

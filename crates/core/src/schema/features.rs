@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use apache_avro::Schema;
 use serde::Deserialize;
 
-use super::catalog::{Topic, parse_duration};
+use super::catalog::{DeclError, DeclKind, DurationError, DurationKeyError, Topic, parse_duration};
 
 /// A feature view as declared.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,18 +79,32 @@ pub enum Window {
     Session(i64),
 }
 
+/// A `window` that is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// A size, slide or gap that does not parse.
+    #[error("window: {0}")]
+    Duration(DurationError),
+    /// A hopping window whose size is not a multiple of its slide.
+    #[error("window: a hopping size ({size} ms) must be a multiple of its slide ({slide} ms)")]
+    NotMultiple {
+        /// The size, in milliseconds.
+        size: i64,
+        /// The slide, in milliseconds.
+        slide: i64,
+    },
+}
+
 impl WindowDecl {
     /// Parses the durations and checks them.
-    pub fn resolve(&self) -> Result<Window, String> {
-        let d = |s: &str| parse_duration(s).map_err(|e| format!("window: {e}"));
+    pub fn resolve(&self) -> Result<Window, WindowError> {
+        let d = |s: &str| parse_duration(s).map_err(WindowError::Duration);
         match self {
             Self::Tumbling { size } => Ok(Window::Tumbling(d(size)?)),
             Self::Hopping { size, slide } => {
                 let (size, slide) = (d(size)?, d(slide)?);
                 if slide > size || size % slide != 0 {
-                    return Err(format!(
-                        "window: a hopping size ({size} ms) must be a multiple of its slide ({slide} ms)"
-                    ));
+                    return Err(WindowError::NotMultiple { size, slide });
                 }
                 Ok(Window::Hopping(size, slide))
             }
@@ -143,16 +157,20 @@ pub struct AggregationDecl {
 
 impl FeatureViewDecl {
     /// The allowed lateness in milliseconds (`0s` is allowed).
-    pub fn lateness_ms(&self) -> Result<i64, String> {
+    pub fn lateness_ms(&self) -> Result<i64, DurationKeyError> {
         let text = self.allowed_lateness.trim();
         let digits = text.chars().take_while(char::is_ascii_digit).count();
+        let key_error = |error| DurationKeyError {
+            key: "allowed_lateness",
+            error,
+        };
         if digits > 0 && text[..digits].chars().all(|c| c == '0') {
             // Zero: check the unit by parsing one of it.
             return parse_duration(&format!("1{}", &text[digits..]))
                 .map(|_| 0)
-                .map_err(|e| format!("allowed_lateness: {e}"));
+                .map_err(key_error);
         }
-        parse_duration(text).map_err(|e| format!("allowed_lateness: {e}"))
+        parse_duration(text).map_err(key_error)
     }
 
     /// The compacted topic holding the view's window state.
@@ -161,95 +179,205 @@ impl FeatureViewDecl {
     }
 }
 
-/// Checks declarations against the catalog's topics; the message names the view.
+/// What is wrong with a `[[feature]]` (besides its name:
+/// [`DeclProblem`](super::catalog::DeclProblem)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeatureProblem {
+    /// The input topic is not in the catalog.
+    #[error("input topic {topic} is not in the catalog")]
+    UnknownInput {
+        /// The topic named.
+        topic: String,
+    },
+    /// The output topic is not in the catalog.
+    #[error("output topic {topic} is not in the catalog")]
+    UnknownOutput {
+        /// The topic named.
+        topic: String,
+    },
+    /// The late topic is not in the catalog.
+    #[error("late topic {topic} is not in the catalog")]
+    UnknownLateTopic {
+        /// The topic named.
+        topic: String,
+    },
+    /// No `time`, and the input topic has no `event_time_field` to default to.
+    #[error("give time = \"<expression>\": {input} has no event_time_field")]
+    NoEventTime {
+        /// The input topic.
+        input: String,
+    },
+    /// The window is refused.
+    #[error(transparent)]
+    Window(#[from] WindowError),
+    /// `allowed_lateness` does not parse.
+    #[error(transparent)]
+    Lateness(#[from] DurationKeyError),
+    /// No `[[feature.aggregation]]`.
+    #[error("no aggregation")]
+    NoAggregation,
+    /// The output topic has no `key_field` to hold the entity.
+    #[error("output topic {output} needs a key_field: the field holding the entity")]
+    OutputWithoutKey {
+        /// The output topic.
+        output: String,
+    },
+    /// The output topic's value schema is not a record.
+    #[error("the output schema is not a record")]
+    OutputNotRecord,
+    /// Two aggregations (or one and the entity or window fields) have the same name.
+    #[error("aggregation {aggregation} is declared twice")]
+    AggregationDeclaredTwice {
+        /// The aggregation's name.
+        aggregation: String,
+    },
+    /// A function other than `count` without `expr`.
+    #[error("aggregation {aggregation}: {function:?} needs expr")]
+    NeedsExpr {
+        /// The aggregation's name.
+        aggregation: String,
+        /// Its function.
+        function: AggregateFn,
+    },
+    /// `fn = "quantile"` without a `quantile` strictly between 0 and 1.
+    #[error("aggregation {aggregation}: quantile needs quantile = q with 0 < q < 1")]
+    QuantileOutOfRange {
+        /// The aggregation's name.
+        aggregation: String,
+    },
+    /// `quantile` given to a function other than `quantile`.
+    #[error("aggregation {aggregation}: quantile is only for fn = \"quantile\"")]
+    QuantileNotAllowed {
+        /// The aggregation's name.
+        aggregation: String,
+    },
+    /// The output schema's fields are not those the view computes.
+    #[error(
+        "the fields of {output} must be the entity ({key}), window_start, window_end and one per aggregation: missing {missing:?}, not computed {extra:?}"
+    )]
+    OutputFields {
+        /// The output topic.
+        output: String,
+        /// Its `key_field`.
+        key: String,
+        /// Fields computed that the schema does not have.
+        missing: Box<[String]>,
+        /// Fields of the schema that nothing computes.
+        extra: Box<[String]>,
+    },
+}
+
+impl FeatureProblem {
+    /// The key at fault, as written in `catalog.toml`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::UnknownInput { .. } => "input",
+            Self::UnknownOutput { .. }
+            | Self::OutputWithoutKey { .. }
+            | Self::OutputNotRecord
+            | Self::OutputFields { .. } => "output",
+            Self::UnknownLateTopic { .. } => "late_topic",
+            Self::NoEventTime { .. } => "time",
+            Self::Window(_) => "window",
+            Self::Lateness(_) => "allowed_lateness",
+            Self::NoAggregation
+            | Self::AggregationDeclaredTwice { .. }
+            | Self::NeedsExpr { .. }
+            | Self::QuantileOutOfRange { .. }
+            | Self::QuantileNotAllowed { .. } => "aggregation",
+        }
+    }
+}
+
+/// Checks declarations against the catalog's topics; the error names the view.
 pub(crate) fn validate(
     views: &[FeatureViewDecl],
     topics: &BTreeMap<String, Topic>,
-) -> Result<(), String> {
+) -> Result<(), DeclError> {
     let mut names = BTreeSet::new();
     for v in views {
-        let fail = |m: String| Err(format!("feature {}: {m}", v.name));
-        if !super::transforms::is_identifier(&v.name) {
-            return fail(
-                "the name must be letters, digits and _, not starting with a digit".into(),
-            );
+        DeclKind::Feature.check_name(&v.name, &mut names)?;
+        check(v, topics).map_err(|p| DeclError::new(DeclKind::Feature, &v.name, p))?;
+    }
+    Ok(())
+}
+
+fn check(v: &FeatureViewDecl, topics: &BTreeMap<String, Topic>) -> Result<(), FeatureProblem> {
+    let Some(input) = topics.get(&v.input) else {
+        return Err(FeatureProblem::UnknownInput {
+            topic: v.input.clone(),
+        });
+    };
+    let Some(output) = topics.get(&v.output) else {
+        return Err(FeatureProblem::UnknownOutput {
+            topic: v.output.clone(),
+        });
+    };
+    if let Some(late) = &v.late_topic
+        && !topics.contains_key(late)
+    {
+        return Err(FeatureProblem::UnknownLateTopic {
+            topic: late.clone(),
+        });
+    }
+    if v.time.is_none() && input.event_time_field.is_none() {
+        return Err(FeatureProblem::NoEventTime {
+            input: v.input.clone(),
+        });
+    }
+    v.window.resolve()?;
+    v.lateness_ms()?;
+    if v.aggregations.is_empty() {
+        return Err(FeatureProblem::NoAggregation);
+    }
+    let Some(key) = &output.key_field else {
+        return Err(FeatureProblem::OutputWithoutKey {
+            output: v.output.clone(),
+        });
+    };
+    let Schema::Record(record) = &output.value_schema else {
+        return Err(FeatureProblem::OutputNotRecord);
+    };
+    let fields: BTreeSet<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
+    let mut expected: BTreeSet<&str> = BTreeSet::from([key.as_str(), "window_start", "window_end"]);
+    for a in &v.aggregations {
+        let aggregation = || a.name.clone();
+        if !expected.insert(a.name.as_str()) {
+            return Err(FeatureProblem::AggregationDeclaredTwice {
+                aggregation: aggregation(),
+            });
         }
-        if !names.insert(v.name.as_str()) {
-            return fail("declared twice".into());
+        if a.function != AggregateFn::Count && a.expr.is_none() {
+            return Err(FeatureProblem::NeedsExpr {
+                aggregation: aggregation(),
+                function: a.function,
+            });
         }
-        let Some(input) = topics.get(&v.input) else {
-            return fail(format!("input topic {} is not in the catalog", v.input));
-        };
-        let Some(output) = topics.get(&v.output) else {
-            return fail(format!("output topic {} is not in the catalog", v.output));
-        };
-        if let Some(late) = &v.late_topic
-            && !topics.contains_key(late)
-        {
-            return fail(format!("late topic {late} is not in the catalog"));
-        }
-        if v.time.is_none() && input.event_time_field.is_none() {
-            return fail(format!(
-                "give time = \"<expression>\": {} has no event_time_field",
-                v.input
-            ));
-        }
-        if let Err(e) = v.window.resolve() {
-            return fail(e);
-        }
-        if let Err(e) = v.lateness_ms() {
-            return fail(e);
-        }
-        if v.aggregations.is_empty() {
-            return fail("no aggregation".into());
-        }
-        let Some(key) = &output.key_field else {
-            return fail(format!(
-                "output topic {} needs a key_field: the field holding the entity",
-                v.output
-            ));
-        };
-        let Schema::Record(record) = &output.value_schema else {
-            return fail("the output schema is not a record".into());
-        };
-        let fields: BTreeSet<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
-        let mut expected: BTreeSet<&str> =
-            BTreeSet::from([key.as_str(), "window_start", "window_end"]);
-        for a in &v.aggregations {
-            if !expected.insert(a.name.as_str()) {
-                return fail(format!("aggregation {} is declared twice", a.name));
+        match (a.function, a.quantile) {
+            (AggregateFn::Quantile, Some(q)) if q > 0.0 && q < 1.0 => {}
+            (AggregateFn::Quantile, _) => {
+                return Err(FeatureProblem::QuantileOutOfRange {
+                    aggregation: aggregation(),
+                });
             }
-            if a.function != AggregateFn::Count && a.expr.is_none() {
-                return fail(format!(
-                    "aggregation {}: {:?} needs expr",
-                    a.name, a.function
-                ));
+            (_, Some(_)) => {
+                return Err(FeatureProblem::QuantileNotAllowed {
+                    aggregation: aggregation(),
+                });
             }
-            match (a.function, a.quantile) {
-                (AggregateFn::Quantile, Some(q)) if q > 0.0 && q < 1.0 => {}
-                (AggregateFn::Quantile, _) => {
-                    return fail(format!(
-                        "aggregation {}: quantile needs quantile = q with 0 < q < 1",
-                        a.name
-                    ));
-                }
-                (_, Some(_)) => {
-                    return fail(format!(
-                        "aggregation {}: quantile is only for fn = \"quantile\"",
-                        a.name
-                    ));
-                }
-                _ => {}
-            }
+            _ => {}
         }
-        if fields != expected {
-            let missing: Vec<&&str> = expected.difference(&fields).collect();
-            let extra: Vec<&&str> = fields.difference(&expected).collect();
-            return fail(format!(
-                "the fields of {} must be the entity ({key}), window_start, window_end and one per aggregation: missing {missing:?}, not computed {extra:?}",
-                v.output
-            ));
-        }
+    }
+    if fields != expected {
+        let names = |set: std::collections::btree_set::Difference<'_, &str>| {
+            set.map(|f| (*f).to_string()).collect()
+        };
+        return Err(FeatureProblem::OutputFields {
+            output: v.output.clone(),
+            key: key.clone(),
+            missing: names(expected.difference(&fields)),
+            extra: names(fields.difference(&expected)),
+        });
     }
     Ok(())
 }

@@ -631,21 +631,40 @@ fn parse_decimal(s: &str) -> Option<DecimalLit> {
     })
 }
 
+/// Why [`rescale`] refused a decimal; displayed after `decimal <text> `.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum RescaleError {
+    /// Nonzero digits beyond the scale (rounding would lose them).
+    #[error("has more than {scale} fractional digits")]
+    FractionalDigits {
+        /// The scale.
+        scale: usize,
+    },
+    /// More digits than the precision (or `MAX_DECIMAL_DIGITS`) at the scale.
+    #[error("exceeds precision {precision} at scale {scale}")]
+    Precision {
+        /// The precision.
+        precision: usize,
+        /// The scale.
+        scale: usize,
+    },
+}
+
 /// The unscaled digits of `digits * 10^exp` at `scale`, checked against `precision`.
 fn rescale(
     mut digits: Vec<u8>,
     exp: i64,
     precision: usize,
     scale: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RescaleError> {
     let shift = exp.saturating_add(i64::try_from(scale).unwrap_or(i64::MAX));
-    let too_many = || format!("exceeds precision {precision} at scale {scale}");
+    let too_many = RescaleError::Precision { precision, scale };
     if shift < 0 {
         let keep = digits
             .len()
             .saturating_sub(usize::try_from(-shift).unwrap_or(usize::MAX));
         if digits[keep..].iter().any(|&d| d != 0) {
-            return Err(format!("has more than {scale} fractional digits"));
+            return Err(RescaleError::FractionalDigits { scale });
         }
         digits.truncate(keep);
     } else if !digits.is_empty() {
@@ -653,27 +672,73 @@ fn rescale(
             .len()
             .saturating_add(usize::try_from(shift).unwrap_or(usize::MAX));
         if total > MAX_DECIMAL_DIGITS {
-            return Err(too_many());
+            return Err(too_many);
         }
         digits.resize(total, 0);
     }
     if digits.len() > precision {
-        return Err(too_many());
+        return Err(too_many);
     }
     Ok(digits)
+}
+
+/// Why [`decimal128_from_text`] refused a decimal's text; every variant but `NegativeScale`
+/// holds the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    /// Not a decimal literal.
+    #[error("invalid decimal {text:?}")]
+    Invalid {
+        /// The text.
+        text: String,
+    },
+    /// The target type has a negative scale, which is not supported.
+    #[error("negative scale {scale}")]
+    NegativeScale {
+        /// The scale.
+        scale: i8,
+    },
+    /// Nonzero digits beyond the scale: the value is never rounded.
+    #[error("decimal {text} has more than {scale} fractional digits")]
+    TooManyFractionalDigits {
+        /// The text.
+        text: String,
+        /// The scale.
+        scale: usize,
+    },
+    /// More digits than the precision holds at the scale.
+    #[error("decimal {text} exceeds precision {precision} at scale {scale}")]
+    ExceedsPrecision {
+        /// The text.
+        text: String,
+        /// The precision (at most 38).
+        precision: usize,
+        /// The scale.
+        scale: usize,
+    },
 }
 
 /// The unscaled value of a decimal's text (`-12.5`, `1e3`, `+0.125E-1`) at `scale`, checked
 /// against `precision` (at most 38, as Arrow's `Decimal128` holds): the rule JSON events follow,
 /// for text read elsewhere (file rows). Never rounds: more fractional digits than the scale is an
 /// error, as is any exponent the precision cannot hold.
-pub fn decimal128_from_text(text: &str, precision: u8, scale: i8) -> Result<i128, String> {
-    let invalid = || format!("invalid decimal {text:?}");
-    let lit = parse_decimal(text.trim()).ok_or_else(invalid)?;
-    let scale = usize::try_from(scale).map_err(|_| format!("negative scale {scale}"))?;
+pub fn decimal128_from_text(text: &str, precision: u8, scale: i8) -> Result<i128, DecimalError> {
+    let lit = parse_decimal(text.trim()).ok_or_else(|| DecimalError::Invalid {
+        text: text.to_string(),
+    })?;
+    let scale = usize::try_from(scale).map_err(|_| DecimalError::NegativeScale { scale })?;
     let precision = usize::from(precision.min(38));
-    let digits = rescale(lit.digits, lit.exp, precision, scale)
-        .map_err(|m| format!("decimal {text} {m}"))?;
+    let digits = rescale(lit.digits, lit.exp, precision, scale).map_err(|e| match e {
+        RescaleError::FractionalDigits { scale } => DecimalError::TooManyFractionalDigits {
+            text: text.to_string(),
+            scale,
+        },
+        RescaleError::Precision { precision, scale } => DecimalError::ExceedsPrecision {
+            text: text.to_string(),
+            precision,
+            scale,
+        },
+    })?;
     // At most 38 digits: fits i128.
     let magnitude = digits.iter().fold(0i128, |v, &d| v * 10 + i128::from(d));
     Ok(if lit.negative { -magnitude } else { magnitude })

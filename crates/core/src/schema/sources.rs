@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::catalog::Topic;
+use super::catalog::{DeclError, DeclKind, Topic};
 
 /// A source as declared.
 #[derive(Debug, Clone, Deserialize)]
@@ -165,19 +165,19 @@ pub struct PostgresDecl {
 
 impl PostgresDecl {
     /// The replication slot's name (variables expanded); the error names an unset variable.
-    pub fn slot_name(&self) -> Result<String, String> {
+    pub fn slot_name(&self) -> Result<String, ExpandError> {
         self.name_or_default(self.slot.as_deref())
     }
 
     /// The publication's name (variables expanded); the error names an unset variable.
-    pub fn publication_name(&self) -> Result<String, String> {
+    pub fn publication_name(&self) -> Result<String, ExpandError> {
         self.name_or_default(self.publication.as_deref())
     }
 
     /// The password: `password_env`'s value when that variable is set, else the first line of
     /// `password_file`, else none (trust or peer authentication; the server says when it wants
     /// one). The error names the file that could not be read, never a password.
-    pub fn password(&self) -> Result<Option<String>, String> {
+    pub fn password(&self) -> Result<Option<String>, PasswordError> {
         if let Some(password) = self
             .password_env
             .as_ref()
@@ -188,12 +188,15 @@ impl PostgresDecl {
         match &self.password_file {
             Some(file) => std::fs::read_to_string(file)
                 .map(|p| Some(p.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| format!("read the password file {file}: {e}")),
+                .map_err(|error| PasswordError {
+                    file: file.clone(),
+                    error,
+                }),
             None => Ok(None),
         }
     }
 
-    fn name_or_default(&self, given: Option<&str>) -> Result<String, String> {
+    fn name_or_default(&self, given: Option<&str>) -> Result<String, ExpandError> {
         match given {
             Some(text) => expand_env(text),
             None => Ok(format!("tributary_{}", self.name.to_ascii_lowercase())),
@@ -241,22 +244,54 @@ fn default_batch_rows() -> u32 {
     5000
 }
 
+/// The password file of a PostgreSQL source that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("read the password file {file}: {error}")]
+pub struct PasswordError {
+    /// The file, as declared (`password_file`).
+    pub file: String,
+    /// Why it cannot be read.
+    pub error: std::io::Error,
+}
+
+/// Text whose `${...}` references cannot be expanded; both variants hold the whole text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// A `${` without its `}`.
+    #[error("unterminated ${{ in {text:?}")]
+    Unterminated {
+        /// The text expanded.
+        text: String,
+    },
+    /// A variable that is unset (or empty) and has no default.
+    #[error("environment variable {var} is not set (in {text:?})")]
+    Unset {
+        /// The variable.
+        var: String,
+        /// The text expanded.
+        text: String,
+    },
+}
+
 /// Expands `${VAR}` and `${VAR:-default}` in `text` from the environment; the error names a
 /// variable that is unset and has no default, or an unterminated `${`.
-pub fn expand_env(text: &str) -> Result<String, String> {
+pub fn expand_env(text: &str) -> Result<String, ExpandError> {
     expand_with(text, |var| std::env::var(var).ok())
 }
 
 /// [`expand_env`] with the variables' values from `lookup` (an empty value counts as unset).
-pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand_with(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
+        let end = after.find('}').ok_or_else(|| ExpandError::Unterminated {
+            text: text.to_string(),
+        })?;
         let inner = &after[..end];
         let (var, default) = match inner.split_once(":-") {
             Some((v, d)) => (v, Some(d)),
@@ -266,9 +301,10 @@ pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
             (Some(value), _) if !value.is_empty() => out.push_str(&value),
             (_, Some(d)) => out.push_str(d),
             _ => {
-                return Err(format!(
-                    "environment variable {var} is not set (in {text:?})"
-                ));
+                return Err(ExpandError::Unset {
+                    var: var.to_string(),
+                    text: text.to_string(),
+                });
             }
         }
         rest = &after[end + 1..];
@@ -280,48 +316,140 @@ fn default_delimiter() -> char {
     ','
 }
 
-/// Checks declarations against the catalog's topics; the message names the source.
+/// What is wrong with a `[[source]]` (besides its name:
+/// [`DeclProblem`](super::catalog::DeclProblem)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceProblem {
+    /// A files source's topic that the catalog does not declare.
+    #[error("topic {topic} is not in the catalog")]
+    UnknownTopic {
+        /// The topic named.
+        topic: String,
+    },
+    /// A files source's `url` without a scheme.
+    #[error("url {url:?} is not a URL (file:///..., s3://...)")]
+    NotAUrl {
+        /// The url as declared.
+        url: String,
+    },
+    /// A files source's `poll_seconds = 0`.
+    #[error("poll_seconds must be at least 1")]
+    NoPollSeconds,
+    /// A files source's `csv_delimiter` that is not ASCII.
+    #[error("csv_delimiter must be one ASCII character")]
+    CsvDelimiter,
+    /// One of a files source's limits is 0.
+    #[error("max_object_bytes, max_line_bytes and max_rows_per_file must be at least 1")]
+    NoFileLimit {
+        /// The first limit that is 0.
+        key: &'static str,
+    },
+    /// A PostgreSQL source's `url` that is not `postgres://` or `postgresql://`.
+    #[error("url {url:?} is not a postgresql:// URL")]
+    NotPostgresUrl {
+        /// The url as declared.
+        url: String,
+    },
+    /// A PostgreSQL source's `url` holding a password.
+    #[error("the url must not hold a password: use password_env or password_file")]
+    PasswordInUrl,
+    /// A PostgreSQL source without tables.
+    #[error("no tables")]
+    NoTables,
+    /// One of a PostgreSQL source's intervals or batch sizes is 0.
+    #[error("poll_ms, poll_seconds, heartbeat_seconds and batch_rows must be at least 1")]
+    NoPostgresSetting {
+        /// The first setting that is 0.
+        key: &'static str,
+    },
+    /// A table that is not `schema.table`.
+    #[error("table {table:?} is not schema.table")]
+    NotSchemaTable {
+        /// The table as declared.
+        table: String,
+    },
+    /// A table listed twice.
+    #[error("table {table} listed twice")]
+    TableListedTwice {
+        /// The table as declared.
+        table: String,
+    },
+    /// A table's topic that the catalog does not declare.
+    #[error("topic {topic} of table {table} is not in the catalog")]
+    UnknownTableTopic {
+        /// The topic named.
+        topic: String,
+        /// The table.
+        table: String,
+    },
+    /// A table of a poll source with neither an incrementing nor a timestamp column.
+    #[error("table {table}: poll mode needs incrementing_column, timestamp_column or both")]
+    PollWithoutColumn {
+        /// The table.
+        table: String,
+    },
+}
+
+impl SourceProblem {
+    /// The key at fault, as written in `catalog.toml`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::UnknownTopic { .. } => "topic",
+            Self::NotAUrl { .. } | Self::NotPostgresUrl { .. } | Self::PasswordInUrl => "url",
+            Self::NoPollSeconds => "poll_seconds",
+            Self::CsvDelimiter => "csv_delimiter",
+            Self::NoFileLimit { key } | Self::NoPostgresSetting { key } => key,
+            Self::NoTables
+            | Self::NotSchemaTable { .. }
+            | Self::TableListedTwice { .. }
+            | Self::UnknownTableTopic { .. }
+            | Self::PollWithoutColumn { .. } => "tables",
+        }
+    }
+}
+
+/// Checks declarations against the catalog's topics; the error names the source.
 pub(crate) fn validate(
     sources: &[SourceDecl],
     topics: &BTreeMap<String, Topic>,
-) -> Result<(), String> {
+) -> Result<(), DeclError> {
     let mut names = BTreeSet::new();
     for s in sources {
-        let fail = |m: String| Err(format!("source {}: {m}", s.name()));
-        if !super::transforms::is_identifier(s.name()) {
-            return fail(
-                "the name must be letters, digits and _, not starting with a digit".into(),
-            );
-        }
-        if !names.insert(s.name()) {
-            return fail("declared twice".into());
-        }
-        match s {
-            SourceDecl::Files(f) => {
-                if !topics.contains_key(&f.topic) {
-                    return fail(format!("topic {} is not in the catalog", f.topic));
-                }
-                if !f.url.contains("://") {
-                    return fail(format!(
-                        "url {:?} is not a URL (file:///..., s3://...)",
-                        f.url
-                    ));
-                }
-                if f.poll_seconds == 0 {
-                    return fail("poll_seconds must be at least 1".into());
-                }
-                if !f.csv_delimiter.is_ascii() {
-                    return fail("csv_delimiter must be one ASCII character".into());
-                }
-                if f.max_object_bytes == 0 || f.max_line_bytes == 0 || f.max_rows_per_file == 0 {
-                    return fail(
-                        "max_object_bytes, max_line_bytes and max_rows_per_file must be at least 1"
-                            .into(),
-                    );
-                }
-            }
-            SourceDecl::Postgres(p) => validate_postgres(p, topics).or_else(fail)?,
-        }
+        DeclKind::Source.check_name(s.name(), &mut names)?;
+        let checked = match s {
+            SourceDecl::Files(f) => validate_files(f, topics),
+            SourceDecl::Postgres(p) => validate_postgres(p, topics),
+        };
+        checked.map_err(|p| DeclError::new(DeclKind::Source, s.name(), p))?;
+    }
+    Ok(())
+}
+
+fn validate_files(f: &FilesDecl, topics: &BTreeMap<String, Topic>) -> Result<(), SourceProblem> {
+    if !topics.contains_key(&f.topic) {
+        return Err(SourceProblem::UnknownTopic {
+            topic: f.topic.clone(),
+        });
+    }
+    if !f.url.contains("://") {
+        return Err(SourceProblem::NotAUrl { url: f.url.clone() });
+    }
+    if f.poll_seconds == 0 {
+        return Err(SourceProblem::NoPollSeconds);
+    }
+    if !f.csv_delimiter.is_ascii() {
+        return Err(SourceProblem::CsvDelimiter);
+    }
+    let limits = [
+        ("max_object_bytes", f.max_object_bytes),
+        (
+            "max_line_bytes",
+            u64::try_from(f.max_line_bytes).unwrap_or(u64::MAX),
+        ),
+        ("max_rows_per_file", f.max_rows_per_file),
+    ];
+    if let Some((key, _)) = limits.iter().find(|(_, v)| *v == 0) {
+        return Err(SourceProblem::NoFileLimit { key });
     }
     Ok(())
 }
@@ -341,48 +469,58 @@ fn without_variables(text: &str) -> String {
     out
 }
 
-fn validate_postgres(p: &PostgresDecl, topics: &BTreeMap<String, Topic>) -> Result<(), String> {
+fn validate_postgres(
+    p: &PostgresDecl,
+    topics: &BTreeMap<String, Topic>,
+) -> Result<(), SourceProblem> {
     if !(p.url.starts_with("postgres://") || p.url.starts_with("postgresql://")) {
-        return Err(format!("url {:?} is not a postgresql:// URL", p.url));
+        return Err(SourceProblem::NotPostgresUrl { url: p.url.clone() });
     }
     let authority = p.url.split("://").nth(1).unwrap_or("");
     let userinfo = authority.split('/').next().unwrap_or("");
     if let Some((user, _)) = userinfo.rsplit_once('@')
         && without_variables(user).contains(':')
     {
-        return Err("the url must not hold a password: use password_env or password_file".into());
+        return Err(SourceProblem::PasswordInUrl);
     }
     if p.tables.is_empty() {
-        return Err("no tables".into());
+        return Err(SourceProblem::NoTables);
     }
-    if p.poll_ms == 0 || p.poll_seconds == 0 || p.heartbeat_seconds == 0 || p.batch_rows == 0 {
-        return Err(
-            "poll_ms, poll_seconds, heartbeat_seconds and batch_rows must be at least 1".into(),
-        );
+    let settings = [
+        ("poll_ms", p.poll_ms),
+        ("poll_seconds", p.poll_seconds),
+        ("heartbeat_seconds", p.heartbeat_seconds),
+        ("batch_rows", u64::from(p.batch_rows)),
+    ];
+    if let Some((key, _)) = settings.iter().find(|(_, v)| *v == 0) {
+        return Err(SourceProblem::NoPostgresSetting { key });
     }
     let mut seen = BTreeSet::new();
     for t in &p.tables {
         let (schema, table) = t.qualified();
         if schema.is_empty() || table.is_empty() || table.contains('.') {
-            return Err(format!("table {:?} is not schema.table", t.table));
+            return Err(SourceProblem::NotSchemaTable {
+                table: t.table.clone(),
+            });
         }
         if !seen.insert(&t.table) {
-            return Err(format!("table {} listed twice", t.table));
+            return Err(SourceProblem::TableListedTwice {
+                table: t.table.clone(),
+            });
         }
         if !topics.contains_key(&t.topic) {
-            return Err(format!(
-                "topic {} of table {} is not in the catalog",
-                t.topic, t.table
-            ));
+            return Err(SourceProblem::UnknownTableTopic {
+                topic: t.topic.clone(),
+                table: t.table.clone(),
+            });
         }
         if p.mode == PostgresMode::Poll
             && t.incrementing_column.is_none()
             && t.timestamp_column.is_none()
         {
-            return Err(format!(
-                "table {}: poll mode needs incrementing_column, timestamp_column or both",
-                t.table
-            ));
+            return Err(SourceProblem::PollWithoutColumn {
+                table: t.table.clone(),
+            });
         }
     }
     Ok(())
@@ -408,9 +546,15 @@ mod tests {
         assert!(
             expand_env("${TRIBUTARY_TEST_UNSET_Y}")
                 .unwrap_err()
+                .to_string()
                 .contains("TRIBUTARY_TEST_UNSET_Y")
         );
-        assert!(expand_env("${OPEN").unwrap_err().contains("unterminated"));
+        assert!(
+            expand_env("${OPEN")
+                .unwrap_err()
+                .to_string()
+                .contains("unterminated")
+        );
         assert_eq!(without_variables("${U:-postgres}@${H:-h}:5432"), "@:5432");
     }
 
@@ -435,16 +579,19 @@ mod tests {
         assert!(
             validate_postgres(&decl("postgresql://u:secret@h/db"), &topics)
                 .unwrap_err()
+                .to_string()
                 .contains("password")
         );
         assert!(
             validate_postgres(&decl("mysql://u@h/db"), &topics)
                 .unwrap_err()
+                .to_string()
                 .contains("postgresql://")
         );
         assert!(
             validate_postgres(&decl("postgresql://${U:-u}@h/db"), &topics)
                 .unwrap_err()
+                .to_string()
                 .contains("no tables")
         );
         assert_eq!(
@@ -463,6 +610,7 @@ mod tests {
             with_file
                 .password()
                 .unwrap_err()
+                .to_string()
                 .contains("/nonexistent/pw")
         );
         let mut named = decl("postgresql://h/db");
@@ -473,6 +621,7 @@ mod tests {
             named
                 .publication_name()
                 .unwrap_err()
+                .to_string()
                 .contains("TRIBUTARY_TEST_UNSET_PUB")
         );
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::catalog::Topic;
+use super::catalog::{DeclError, DeclKind, Topic};
 
 /// A transform as declared in the catalog.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,88 +90,168 @@ pub struct LookupDecl {
 
 impl DedupDecl {
     /// The window in milliseconds.
-    pub fn window_ms(&self) -> Result<i64, String> {
+    pub fn window_ms(&self) -> Result<i64, DedupWindowError> {
         match super::catalog::parse_duration(&self.window) {
             Ok(ms) if ms > 0 => Ok(ms),
-            _ => Err(format!(
-                "dedup window {:?}: expected e.g. 30s, 10m or 1h",
-                self.window
-            )),
+            _ => Err(DedupWindowError {
+                window: self.window.clone(),
+            }),
         }
     }
 }
 
-/// Checks declarations against the catalog's topics; the message names the transform.
+/// A dedup `window` that is no positive duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dedup window {window:?}: expected e.g. 30s, 10m or 1h")]
+pub struct DedupWindowError {
+    /// The window as written.
+    pub window: String,
+}
+
+/// What is wrong with a `[[transform]]` (besides its name: [`DeclProblem`](super::catalog::DeclProblem)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransformProblem {
+    /// `inputs = []`.
+    #[error("inputs is empty")]
+    NoInputs,
+    /// An input topic the catalog does not declare.
+    #[error("topic {topic} is not in the catalog")]
+    UnknownInput {
+        /// The topic named.
+        topic: String,
+    },
+    /// An output topic the catalog does not declare.
+    #[error("topic {topic} is not in the catalog")]
+    UnknownOutput {
+        /// The topic named.
+        topic: String,
+    },
+    /// The output is also one of the inputs.
+    #[error("{output} is both an input and the output")]
+    OutputIsInput {
+        /// The topic named twice.
+        output: String,
+    },
+    /// `sql` is empty or blank.
+    #[error("sql is empty")]
+    NoSql,
+    /// A lookup's name is not an identifier, or is used by two lookups.
+    #[error("lookup name {name:?} must be an identifier, used once")]
+    LookupName {
+        /// The lookup's name.
+        name: String,
+    },
+    /// A lookup's topic the catalog does not declare.
+    #[error("lookup topic {topic} is not in the catalog")]
+    UnknownLookupTopic {
+        /// The topic named.
+        topic: String,
+    },
+    /// Two rules have the same name.
+    #[error("rule {rule} is declared twice")]
+    RuleDeclaredTwice {
+        /// The rule's name.
+        rule: String,
+    },
+    /// A rule that is neither a field with constraints nor a check expression.
+    #[error(
+        "rule {rule}: give a field with required/min/max/pattern/allowed, or a check expression"
+    )]
+    RuleShape {
+        /// The rule's name.
+        rule: String,
+    },
+    /// The dedup window is no positive duration.
+    #[error(transparent)]
+    DedupWindow(#[from] DedupWindowError),
+}
+
+impl TransformProblem {
+    /// The key at fault, as written in `catalog.toml`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::NoInputs | Self::UnknownInput { .. } => "inputs",
+            Self::UnknownOutput { .. } | Self::OutputIsInput { .. } => "output",
+            Self::NoSql => "sql",
+            Self::LookupName { .. } | Self::UnknownLookupTopic { .. } => "lookup",
+            Self::RuleDeclaredTwice { .. } | Self::RuleShape { .. } => "rule",
+            Self::DedupWindow(_) => "dedup",
+        }
+    }
+}
+
+/// Checks declarations against the catalog's topics; the error names the transform.
 pub(crate) fn validate(
     transforms: &[TransformDecl],
     topics: &BTreeMap<String, Topic>,
-) -> Result<(), String> {
+) -> Result<(), DeclError> {
     let mut names = BTreeSet::new();
     for t in transforms {
-        let fail = |m: String| Err(format!("transform {}: {m}", t.name));
-        if !is_identifier(&t.name) {
-            return fail(
-                "the name must be letters, digits and _, not starting with a digit".into(),
-            );
+        DeclKind::Transform.check_name(&t.name, &mut names)?;
+        check(t, topics).map_err(|p| DeclError::new(DeclKind::Transform, &t.name, p))?;
+    }
+    Ok(())
+}
+
+fn check(t: &TransformDecl, topics: &BTreeMap<String, Topic>) -> Result<(), TransformProblem> {
+    if t.inputs.is_empty() {
+        return Err(TransformProblem::NoInputs);
+    }
+    if let Some(topic) = t.inputs.iter().find(|i| !topics.contains_key(*i)) {
+        return Err(TransformProblem::UnknownInput {
+            topic: topic.clone(),
+        });
+    }
+    if !topics.contains_key(&t.output) {
+        return Err(TransformProblem::UnknownOutput {
+            topic: t.output.clone(),
+        });
+    }
+    if t.inputs.contains(&t.output) {
+        return Err(TransformProblem::OutputIsInput {
+            output: t.output.clone(),
+        });
+    }
+    if t.sql.trim().is_empty() {
+        return Err(TransformProblem::NoSql);
+    }
+    let mut columns = BTreeSet::new();
+    for lookup in &t.lookups {
+        if !is_identifier(&lookup.name) || !columns.insert(lookup.name.as_str()) {
+            return Err(TransformProblem::LookupName {
+                name: lookup.name.clone(),
+            });
         }
-        if !names.insert(t.name.as_str()) {
-            return fail("declared twice".into());
+        if !topics.contains_key(&lookup.topic) {
+            return Err(TransformProblem::UnknownLookupTopic {
+                topic: lookup.topic.clone(),
+            });
         }
-        if t.inputs.is_empty() {
-            return fail("inputs is empty".into());
+    }
+    let mut rules = BTreeSet::new();
+    for rule in &t.rules {
+        if !rules.insert(rule.name.as_str()) {
+            return Err(TransformProblem::RuleDeclaredTwice {
+                rule: rule.name.clone(),
+            });
         }
-        for topic in t.inputs.iter().chain([&t.output]) {
-            if !topics.contains_key(topic) {
-                return fail(format!("topic {topic} is not in the catalog"));
+        let constraints = usize::from(rule.required)
+            + usize::from(rule.min.is_some())
+            + usize::from(rule.max.is_some())
+            + usize::from(rule.pattern.is_some())
+            + usize::from(rule.allowed.is_some());
+        match (&rule.field, &rule.check) {
+            (Some(_), None) if constraints > 0 => {}
+            (None, Some(check)) if constraints == 0 && !check.trim().is_empty() => {}
+            _ => {
+                return Err(TransformProblem::RuleShape {
+                    rule: rule.name.clone(),
+                });
             }
         }
-        if t.inputs.contains(&t.output) {
-            return fail(format!("{} is both an input and the output", t.output));
-        }
-        if t.sql.trim().is_empty() {
-            return fail("sql is empty".into());
-        }
-        let mut columns = BTreeSet::new();
-        for lookup in &t.lookups {
-            if !is_identifier(&lookup.name) || !columns.insert(lookup.name.as_str()) {
-                return fail(format!(
-                    "lookup name {:?} must be an identifier, used once",
-                    lookup.name
-                ));
-            }
-            if !topics.contains_key(&lookup.topic) {
-                return fail(format!(
-                    "lookup topic {} is not in the catalog",
-                    lookup.topic
-                ));
-            }
-        }
-        let mut rules = BTreeSet::new();
-        for rule in &t.rules {
-            if !rules.insert(rule.name.as_str()) {
-                return fail(format!("rule {} is declared twice", rule.name));
-            }
-            let constraints = usize::from(rule.required)
-                + usize::from(rule.min.is_some())
-                + usize::from(rule.max.is_some())
-                + usize::from(rule.pattern.is_some())
-                + usize::from(rule.allowed.is_some());
-            match (&rule.field, &rule.check) {
-                (Some(_), None) if constraints > 0 => {}
-                (None, Some(check)) if constraints == 0 && !check.trim().is_empty() => {}
-                _ => {
-                    return fail(format!(
-                        "rule {}: give a field with required/min/max/pattern/allowed, or a check expression",
-                        rule.name
-                    ));
-                }
-            }
-        }
-        if let Some(dedup) = &t.dedup
-            && let Err(m) = dedup.window_ms()
-        {
-            return fail(m);
-        }
+    }
+    if let Some(dedup) = &t.dedup {
+        dedup.window_ms()?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::catalog::{Topic, parse_duration};
+use super::catalog::{DeclError, DeclKind, DurationKeyError, Topic, parse_duration};
 
 /// A trigger as declared.
 #[derive(Debug, Clone, Deserialize)]
@@ -167,107 +167,197 @@ pub const DRIFT_METRICS: [&str; 4] = ["psi", "ks", "wasserstein", "js"];
 
 impl TriggerDecl {
     /// The cooldown in milliseconds.
-    pub fn cooldown_ms(&self) -> Result<i64, String> {
+    pub fn cooldown_ms(&self) -> Result<i64, DurationKeyError> {
         let text = self.cooldown.trim();
         let digits = text.chars().take_while(char::is_ascii_digit).count();
+        let key_error = |error| DurationKeyError {
+            key: "cooldown",
+            error,
+        };
         if digits > 0 && text[..digits].chars().all(|c| c == '0') {
             return parse_duration(&format!("1{}", &text[digits..]))
                 .map(|_| 0)
-                .map_err(|e| format!("cooldown: {e}"));
+                .map_err(key_error);
         }
-        parse_duration(text).map_err(|e| format!("cooldown: {e}"))
+        parse_duration(text).map_err(key_error)
     }
 }
 
-/// Checks declarations against the catalog's topics; the message names the trigger.
+/// What is wrong with a `[[trigger]]` (besides its name:
+/// [`DeclProblem`](super::catalog::DeclProblem)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerProblem {
+    /// `inputs = []`.
+    #[error("inputs is empty")]
+    NoInputs,
+    /// An input topic the catalog does not declare.
+    #[error("input topic {topic} is not in the catalog")]
+    UnknownInput {
+        /// The topic named.
+        topic: String,
+    },
+    /// `window_rows = 0`.
+    #[error("window_rows must be at least 1")]
+    NoWindowRows,
+    /// `cooldown` does not parse.
+    #[error(transparent)]
+    Cooldown(#[from] DurationKeyError),
+    /// No `[[trigger.policy]]`.
+    #[error("no policy")]
+    NoPolicy,
+    /// Two features have the same name.
+    #[error("feature {feature} is declared twice")]
+    FeatureDeclaredTwice {
+        /// The feature's name.
+        feature: String,
+    },
+    /// A feature's topic that is not one of the trigger's inputs.
+    #[error("feature {feature}: {topic} is not one of the inputs")]
+    FeatureTopic {
+        /// The feature's name.
+        feature: String,
+        /// The topic it names.
+        topic: String,
+    },
+    /// Two policies have the same name.
+    #[error("policy {policy} is declared twice")]
+    PolicyDeclaredTwice {
+        /// The policy's name.
+        policy: String,
+    },
+    /// A volume policy with `rows = 0`.
+    #[error("policy {policy}: rows must be at least 1")]
+    NoRows {
+        /// The policy's name.
+        policy: String,
+    },
+    /// A drift policy, but no feature to profile.
+    #[error("policy {policy}: a drift policy needs features")]
+    DriftWithoutFeatures {
+        /// The policy's name.
+        policy: String,
+    },
+    /// A drift policy without thresholds.
+    #[error("policy {policy}: no threshold")]
+    NoThreshold {
+        /// The policy's name.
+        policy: String,
+    },
+    /// A drift threshold for a metric not in [`DRIFT_METRICS`].
+    #[error("policy {policy}: unknown metric {metric} (use {})", DRIFT_METRICS.join(", "))]
+    UnknownMetric {
+        /// The policy's name.
+        policy: String,
+        /// The metric named.
+        metric: String,
+    },
+    /// A drift policy's `rearm_below` outside (0, 1].
+    #[error("policy {policy}: rearm_below must be in (0, 1]")]
+    RearmBelow {
+        /// The policy's name.
+        policy: String,
+    },
+}
+
+impl TriggerProblem {
+    /// The key at fault, as written in `catalog.toml`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::NoInputs | Self::UnknownInput { .. } => "inputs",
+            Self::NoWindowRows => "window_rows",
+            Self::Cooldown(_) => "cooldown",
+            Self::FeatureDeclaredTwice { .. } | Self::FeatureTopic { .. } => "feature",
+            Self::NoPolicy
+            | Self::PolicyDeclaredTwice { .. }
+            | Self::NoRows { .. }
+            | Self::DriftWithoutFeatures { .. }
+            | Self::NoThreshold { .. }
+            | Self::UnknownMetric { .. }
+            | Self::RearmBelow { .. } => "policy",
+        }
+    }
+}
+
+/// Checks declarations against the catalog's topics; the error names the trigger.
 pub(crate) fn validate(
     triggers: &[TriggerDecl],
     topics: &BTreeMap<String, Topic>,
-) -> Result<(), String> {
+) -> Result<(), DeclError> {
     let mut names = BTreeSet::new();
     for t in triggers {
-        let fail = |m: String| Err(format!("trigger {}: {m}", t.name));
-        if !super::transforms::is_identifier(&t.name) {
-            return fail(
-                "the name must be letters, digits and _, not starting with a digit".into(),
-            );
+        DeclKind::Trigger.check_name(&t.name, &mut names)?;
+        check(t, topics).map_err(|p| DeclError::new(DeclKind::Trigger, &t.name, p))?;
+    }
+    Ok(())
+}
+
+fn check(t: &TriggerDecl, topics: &BTreeMap<String, Topic>) -> Result<(), TriggerProblem> {
+    if t.inputs.is_empty() {
+        return Err(TriggerProblem::NoInputs);
+    }
+    if let Some(input) = t.inputs.iter().find(|i| !topics.contains_key(*i)) {
+        return Err(TriggerProblem::UnknownInput {
+            topic: input.clone(),
+        });
+    }
+    if t.window_rows == 0 {
+        return Err(TriggerProblem::NoWindowRows);
+    }
+    t.cooldown_ms()?;
+    if t.policies.is_empty() {
+        return Err(TriggerProblem::NoPolicy);
+    }
+    let mut features = BTreeSet::new();
+    for f in &t.features {
+        if !features.insert(f.name.as_str()) {
+            return Err(TriggerProblem::FeatureDeclaredTwice {
+                feature: f.name.clone(),
+            });
         }
-        if !names.insert(t.name.as_str()) {
-            return fail("declared twice".into());
+        if let Some(topic) = &f.topic
+            && !t.inputs.contains(topic)
+        {
+            return Err(TriggerProblem::FeatureTopic {
+                feature: f.name.clone(),
+                topic: topic.clone(),
+            });
         }
-        if t.inputs.is_empty() {
-            return fail("inputs is empty".into());
+    }
+    let mut policies = BTreeSet::new();
+    for p in &t.policies {
+        let policy = || p.name().to_string();
+        if !policies.insert(p.name()) {
+            return Err(TriggerProblem::PolicyDeclaredTwice { policy: policy() });
         }
-        for input in &t.inputs {
-            if !topics.contains_key(input) {
-                return fail(format!("input topic {input} is not in the catalog"));
+        match p {
+            PolicyDecl::Volume { rows, .. } if *rows == 0 => {
+                return Err(TriggerProblem::NoRows { policy: policy() });
             }
-        }
-        if t.window_rows == 0 {
-            return fail("window_rows must be at least 1".into());
-        }
-        if let Err(e) = t.cooldown_ms() {
-            return fail(e);
-        }
-        if t.policies.is_empty() {
-            return fail("no policy".into());
-        }
-        let mut features = BTreeSet::new();
-        for f in &t.features {
-            if !features.insert(f.name.as_str()) {
-                return fail(format!("feature {} is declared twice", f.name));
-            }
-            if let Some(topic) = &f.topic
-                && !t.inputs.contains(topic)
-            {
-                return fail(format!(
-                    "feature {}: {topic} is not one of the inputs",
-                    f.name
-                ));
-            }
-        }
-        let mut policies = BTreeSet::new();
-        for p in &t.policies {
-            if !policies.insert(p.name()) {
-                return fail(format!("policy {} is declared twice", p.name()));
-            }
-            match p {
-                PolicyDecl::Volume { rows, .. } if *rows == 0 => {
-                    return fail(format!("policy {}: rows must be at least 1", p.name()));
+            PolicyDecl::Drift {
+                thresholds,
+                rearm_below,
+                ..
+            } => {
+                if t.features.is_empty() {
+                    return Err(TriggerProblem::DriftWithoutFeatures { policy: policy() });
                 }
-                PolicyDecl::Drift {
-                    thresholds,
-                    rearm_below,
-                    ..
-                } => {
-                    if t.features.is_empty() {
-                        return fail(format!(
-                            "policy {}: a drift policy needs features",
-                            p.name()
-                        ));
-                    }
-                    if thresholds.is_empty() {
-                        return fail(format!("policy {}: no threshold", p.name()));
-                    }
-                    if let Some(m) = thresholds
-                        .keys()
-                        .find(|m| !DRIFT_METRICS.contains(&m.as_str()))
-                    {
-                        return fail(format!(
-                            "policy {}: unknown metric {m} (use {})",
-                            p.name(),
-                            DRIFT_METRICS.join(", ")
-                        ));
-                    }
-                    if !(*rearm_below > 0.0 && *rearm_below <= 1.0) {
-                        return fail(format!(
-                            "policy {}: rearm_below must be in (0, 1]",
-                            p.name()
-                        ));
-                    }
+                if thresholds.is_empty() {
+                    return Err(TriggerProblem::NoThreshold { policy: policy() });
                 }
-                _ => {}
+                if let Some(m) = thresholds
+                    .keys()
+                    .find(|m| !DRIFT_METRICS.contains(&m.as_str()))
+                {
+                    return Err(TriggerProblem::UnknownMetric {
+                        policy: policy(),
+                        metric: m.clone(),
+                    });
+                }
+                if !(*rearm_below > 0.0 && *rearm_below <= 1.0) {
+                    return Err(TriggerProblem::RearmBelow { policy: policy() });
+                }
             }
+            _ => {}
         }
     }
     Ok(())

@@ -540,3 +540,43 @@ fn hostile_input_never_panics() {
     let e = json_to_avro_datum(&json!(1), &schema(r#"{"type":"array","items":"int"}"#));
     assert_eq!(e.unwrap_err().to_string(), "$: expected array, got number");
 }
+
+#[test]
+fn decimal_text_errors_say_which_rule_failed() {
+    assert_eq!(decimal128_from_text(" -1.5e1 ", 5, 2), Ok(-1500));
+    let cases = [
+        (
+            "12,3",
+            DecimalError::Invalid {
+                text: "12,3".into(),
+            },
+            r#"invalid decimal "12,3""#,
+        ),
+        (
+            "1.234",
+            DecimalError::TooManyFractionalDigits {
+                text: "1.234".into(),
+                scale: 2,
+            },
+            "decimal 1.234 has more than 2 fractional digits",
+        ),
+        (
+            "1e999999999",
+            DecimalError::ExceedsPrecision {
+                text: "1e999999999".into(),
+                precision: 5,
+                scale: 2,
+            },
+            "decimal 1e999999999 exceeds precision 5 at scale 2",
+        ),
+    ];
+    for (text, error, message) in cases {
+        let e = decimal128_from_text(text, 5, 2).unwrap_err();
+        assert_eq!(e.to_string(), message);
+        assert_eq!(e, error);
+    }
+    assert_eq!(
+        decimal128_from_text("1", 5, -1),
+        Err(DecimalError::NegativeScale { scale: -1 })
+    );
+}
