@@ -8,7 +8,6 @@ mod paths;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -16,11 +15,11 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_core::bus::{BusMetrics, ConsumerLoopConfig, Producer, run_consumer};
+use tributary_core::bus::ConsumerLoopConfig;
 use tributary_core::lake::Lake;
+use tributary_core::runtime::Runtime;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::RegistryClient;
-use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
 
 pub use config::Config;
 
@@ -64,18 +63,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .set_compression(compression(&settings.compression)?)
         .build();
 
-    let mut metrics_registry = new_registry();
-    let bus_metrics = BusMetrics::register(&mut metrics_registry);
-    let metrics = metrics::ArchiveMetrics::register(&mut metrics_registry);
-    let producer = Producer::new(&config.kafka, bus_metrics.clone())?;
-    let readiness = Readiness::default();
-    let admin = AdminServer::bind(
-        config.telemetry.admin_addr,
-        Arc::new(metrics_registry),
-        readiness.clone(),
-    )
-    .await?;
-    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+    let mut setup =
+        Runtime::builder("archive", &config.telemetry, shutdown).with_kafka(&config.kafka)?;
+    let metrics = metrics::ArchiveMetrics::register(setup.registry());
+    let runtime = setup.start().await?;
 
     let mut names: Vec<String> = topics.keys().cloned().collect();
     names.sort();
@@ -91,22 +82,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         settings,
         properties,
         metrics,
-        shutdown.clone(),
+        runtime.shutdown(),
     )
-    .with_readiness(readiness.clone());
-    readiness.set(true);
+    .with_readiness(runtime.readiness());
     info!(topics = ?names, lake = %config.lake.url, "archive running");
-    let stats = run_consumer(
-        &config.kafka,
-        &loop_config,
-        &producer,
-        &bus_metrics,
-        &mut archiver,
-        shutdown,
-    )
-    .await
-    .context("archive consumer")?;
+    let stats = runtime.run_consumer(loop_config, &mut archiver).await?;
     info!(records = stats.records, "archive stopped");
-    admin_task.await.context("admin server task")??;
     Ok(())
 }

@@ -23,16 +23,17 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tributary_core::auth::{self, ApiKey};
 use tributary_core::bus::{
-    BatchHandler, BusMetrics, ConsumerLoopConfig, DeadLetter, HandlerError, InboundRecord,
-    KafkaConfig, Output, Producer, TopicSpec, create_topics, dead_letter_record, run_consumer,
+    BatchHandler, ConsumerLoopConfig, DeadLetter, HandlerError, InboundRecord, KafkaConfig, Output,
+    TopicSpec, create_topics, dead_letter_record,
 };
+use tributary_core::runtime::Runtime;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
-use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
 
 pub use config::Config;
 use view::{Online, View};
@@ -49,6 +50,40 @@ struct Metrics {
     rejected: Family<ViewLabel, Counter>,
     emitted: Family<ViewLabel, Counter>,
     open_windows: Family<ViewLabel, Gauge>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them (as `tributary_feature_*`) on `registry`.
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let r = registry.sub_registry_with_prefix("feature");
+        r.register(
+            "records_in",
+            "input records handled",
+            metrics.records_in.clone(),
+        );
+        r.register(
+            "records_late",
+            "records too late for every window (to the late topic)",
+            metrics.late.clone(),
+        );
+        r.register(
+            "records_rejected",
+            "records that could not be read (to dlq.feature)",
+            metrics.rejected.clone(),
+        );
+        r.register(
+            "windows_emitted",
+            "window results produced",
+            metrics.emitted.clone(),
+        );
+        r.register(
+            "open_windows",
+            "windows held in state",
+            metrics.open_windows.clone(),
+        );
+        metrics
+    }
 }
 
 /// Runs the catalog's feature views until `shutdown`.
@@ -78,60 +113,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let specs: Vec<TopicSpec> = views
         .iter()
         .map(|v| TopicSpec {
-            name: v.changelog_topic.clone(),
             partitions: v.input_partitions,
-            config: vec![("cleanup.policy".to_string(), "compact".to_string())],
+            ..TopicSpec::compacted(&v.changelog_topic)
         })
         .collect();
     create_topics(&config.kafka, &specs)
         .await
         .context("create the changelog topics")?;
 
-    let mut metrics_registry = new_registry();
-    let bus_metrics = BusMetrics::register(&mut metrics_registry);
-    let metrics = Metrics::default();
-    {
-        let r = metrics_registry.sub_registry_with_prefix("feature");
-        r.register(
-            "records_in",
-            "input records handled",
-            metrics.records_in.clone(),
-        );
-        r.register(
-            "records_late",
-            "records too late for every window (to the late topic)",
-            metrics.late.clone(),
-        );
-        r.register(
-            "records_rejected",
-            "records that could not be read (to dlq.feature)",
-            metrics.rejected.clone(),
-        );
-        r.register(
-            "windows_emitted",
-            "window results produced",
-            metrics.emitted.clone(),
-        );
-        r.register(
-            "open_windows",
-            "windows held in state",
-            metrics.open_windows.clone(),
-        );
-    }
-    let producer = Producer::new(&config.kafka, bus_metrics.clone())?;
-    let readiness = Readiness::default();
-    let admin = AdminServer::bind(
-        config.telemetry.admin_addr,
-        Arc::new(metrics_registry),
-        readiness.clone(),
-    )
-    .await?;
-    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+    let mut setup =
+        Runtime::builder("feature", &config.telemetry, shutdown).with_kafka(&config.kafka)?;
+    let metrics = Metrics::register(setup.registry());
+    let mut runtime = setup.start().await?;
 
-    let online: HashMap<String, Online> = views
-        .iter()
-        .map(|v| (v.name.clone(), v.online.clone()))
-        .collect();
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listen on {}", settings.listen))?;
@@ -141,18 +135,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "no feature lookup credentials configured: every lookup will be refused with 401"
         );
     }
-    let app = axum::Router::new()
-        .route("/v1/features/{view}/{entity}", get(lookup))
-        .with_state(Arc::new(Lookup {
-            online,
-            keys: settings.credentials.clone(),
-        }));
-    let api_shutdown = shutdown.clone();
-    let api_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
-            .await
-    });
+    let api = lookup_api(&views, settings.credentials.clone());
+    runtime.spawn_http("lookup API", listener, api);
 
     let mut topics: Vec<String> = views.iter().map(|v| v.input_topic.clone()).collect();
     topics.sort();
@@ -173,24 +157,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         registry,
         kafka: config.kafka.clone(),
         metrics,
-        shutdown: shutdown.clone(),
+        shutdown: runtime.shutdown(),
     };
-    readiness.set(true);
     info!(?topics, "feature running");
-    let stats = run_consumer(
-        &config.kafka,
-        &loop_config,
-        &producer,
-        &bus_metrics,
-        &mut handler,
-        shutdown,
-    )
-    .await
-    .context("feature consumer")?;
+    let stats = runtime.run_consumer(loop_config, &mut handler).await?;
     info!(records = stats.records, "feature stopped");
-    admin_task.await.context("admin server task")??;
-    api_task.await.context("lookup API task")??;
     Ok(())
+}
+
+/// The lookup API over the views' online values.
+fn lookup_api(views: &[View], keys: Vec<ApiKey>) -> axum::Router {
+    let online: HashMap<String, Online> = views
+        .iter()
+        .map(|v| (v.name.clone(), v.online.clone()))
+        .collect();
+    axum::Router::new()
+        .route("/v1/features/{view}/{entity}", get(lookup))
+        .with_state(Arc::new(Lookup { online, keys }))
 }
 
 /// `GET /v1/features/{view}/{entity}`: the entity's latest window values from this replica's

@@ -21,11 +21,12 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_core::bus::{BusMetrics, Producer};
+use tributary_core::bus::{TopicSpec, create_topics};
+use tributary_core::runtime::Runtime;
 use tributary_core::schema::bounded::DatumBound;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::RegistryClient;
-use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
+use tributary_core::schema::sources::SourceDecl;
 
 pub use config::Config;
 
@@ -44,6 +45,62 @@ pub struct Running {
 /// the existing id for a known schema), then serves until `shutdown`.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let settings = config.ingest.clone();
+    let max_record_bytes = check_limits(&config)?;
+    if settings.credentials.is_empty() {
+        tracing::warn!("no credentials configured: every request will be refused with 401");
+    }
+    let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
+    let registry = RegistryClient::new(&config.registry)?;
+    let topics = register_topics(&catalog, &registry, &config).await?;
+
+    let mut setup =
+        Runtime::builder("ingest", &config.telemetry, shutdown).with_kafka(&config.kafka)?;
+    let metrics = metrics::IngestMetrics::register(setup.registry());
+    let mut runtime = setup.start().await?;
+    let producer = runtime.producer()?.clone();
+    let state = Arc::new(api::AppState {
+        topics,
+        credentials: settings.credentials.clone(),
+        limiter: limits::RateLimiter::new(
+            settings.rate_limit_records_per_second,
+            settings.rate_limit_burst,
+        ),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight_records)),
+        max_record_bytes,
+        settings: settings.clone(),
+        producer,
+        registry,
+        metrics,
+    });
+    // Joined when the API stopped, before the producer is flushed: what a source produced last
+    // is flushed too, and a source that failed is reported.
+    start_sources(&mut runtime, &catalog, &config, &state).await?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("bind the api to {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let admin_addr = runtime.admin_addr();
+    info!(%addr, topics = state.topics.len(), "ingest serving");
+    let app = api::router(state);
+    // Requests in flight are answered, then the sources joined and the producer flushed.
+    let task = tokio::spawn(async move {
+        runtime
+            .run_http("api", listener, app)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    Ok(Running {
+        addr,
+        admin_addr,
+        task,
+    })
+}
+
+/// Checks that the limits fit together and the producer's; answers the largest record the
+/// producer takes (`message.max.bytes`).
+fn check_limits(config: &Config) -> anyhow::Result<usize> {
+    let settings = &config.ingest;
     if settings.rate_limit_burst < settings.max_records_per_request as f64 {
         bail!(
             "ingest.rate_limit_burst ({}) must be at least ingest.max_records_per_request ({}), or full requests could never pass",
@@ -68,13 +125,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             settings.max_in_flight_records
         );
     }
-    let max_record_bytes: usize =
-        librdkafka_setting(&config.kafka, "message.max.bytes", 1_000_000)?;
-    if settings.credentials.is_empty() {
-        tracing::warn!("no credentials configured: every request will be refused with 401");
-    }
-    let catalog = Catalog::load(&settings.schemas).context("load the topic catalog")?;
-    let registry = RegistryClient::new(&config.registry)?;
+    librdkafka_setting(&config.kafka, "message.max.bytes", 1_000_000)
+}
+
+/// Registers each catalog topic's schema (the registry answers the existing id for a known
+/// one): the codec of every topic, by name.
+async fn register_topics(
+    catalog: &Catalog,
+    registry: &RegistryClient,
+    config: &Config,
+) -> anyhow::Result<BTreeMap<String, records::TopicCodec>> {
     let mut topics = BTreeMap::new();
     for topic in catalog.topics.values() {
         let id = registry
@@ -96,27 +156,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             },
         );
     }
+    Ok(topics)
+}
 
-    let mut metrics_registry = new_registry();
-    let bus_metrics = BusMetrics::register(&mut metrics_registry);
-    let metrics = metrics::IngestMetrics::register(&mut metrics_registry);
-    let producer = Producer::new(&config.kafka, bus_metrics)?;
-    let state = Arc::new(api::AppState {
-        topics,
-        credentials: settings.credentials.clone(),
-        limiter: limits::RateLimiter::new(
-            settings.rate_limit_records_per_second,
-            settings.rate_limit_burst,
-        ),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight_records)),
-        max_record_bytes,
-        settings: settings.clone(),
-        producer: producer.clone(),
-        registry,
-        metrics,
-    });
-
-    // File sources: each a task listing its prefix until shutdown.
+/// Starts the file and PostgreSQL sources the catalog declares (those `ingest.sources` names,
+/// when set), each a task of `runtime` running until shutdown.
+async fn start_sources(
+    runtime: &mut Runtime,
+    catalog: &Catalog,
+    config: &Config,
+    state: &api::AppState,
+) -> anyhow::Result<()> {
+    let settings = &config.ingest;
     let sources: Vec<_> = catalog
         .sources
         .iter()
@@ -135,39 +186,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         anyhow::bail!("ingest.sources names {unknown}, which the catalog does not declare");
     }
     if !sources.is_empty() {
-        let compacted = |name: &String| tributary_core::bus::TopicSpec {
-            name: name.clone(),
-            partitions: 1,
-            config: vec![("cleanup.policy".to_string(), "compact".to_string())],
-        };
-        tributary_core::bus::create_topics(
+        create_topics(
             &config.kafka,
             &[
-                compacted(&settings.files_progress_topic),
-                compacted(&settings.postgres_progress_topic),
+                TopicSpec::compacted(&settings.files_progress_topic),
+                TopicSpec::compacted(&settings.postgres_progress_topic),
             ],
         )
         .await
         .context("create the source progress topics")?;
     }
-    // Joined at shutdown, before the producer is flushed: what a source produced last is
-    // flushed too, and a source that failed is reported.
-    let mut source_tasks = Vec::new();
     for source in sources {
         let decl = match source {
-            tributary_core::schema::sources::SourceDecl::Files(decl) => decl,
-            tributary_core::schema::sources::SourceDecl::Postgres(decl) => {
+            SourceDecl::Files(decl) => decl,
+            SourceDecl::Postgres(decl) => {
                 let ctx = postgres::SourceContext {
                     decl: decl.clone(),
                     topics: catalog.topics.clone(),
                     registry: state.registry.clone(),
                     kafka: config.kafka.clone(),
-                    producer: producer.clone(),
+                    producer: state.producer.clone(),
                     progress_topic: settings.postgres_progress_topic.clone(),
                     metrics: state.metrics.clone(),
                 };
-                let task = tokio::spawn(postgres::run(ctx, shutdown.clone()));
-                source_tasks.push((decl.name.clone(), task));
+                runtime.spawn(decl.name.clone(), postgres::run(ctx, runtime.shutdown()));
                 continue;
             }
         };
@@ -181,81 +223,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             codec.schema_id,
             &settings.object_store,
             &config.kafka,
-            producer.clone(),
+            state.producer.clone(),
             &settings.files_progress_topic,
         )
         .await?;
-        let task = tokio::spawn(file_source.run(shutdown.clone()));
-        source_tasks.push((decl.name.clone(), task));
+        runtime.spawn(decl.name.clone(), file_source.run(runtime.shutdown()));
     }
-
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("bind the api to {}", settings.listen))?;
-    let addr = listener.local_addr()?;
-    let readiness = Readiness::default();
-    let admin = AdminServer::bind(
-        config.telemetry.admin_addr,
-        Arc::new(metrics_registry),
-        readiness.clone(),
-    )
-    .await?;
-    let admin_addr = admin.local_addr();
-    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
-    readiness.set(true);
-    info!(%addr, topics = state.topics.len(), "ingest serving");
-
-    let app = api::router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("serve the api")?;
-        // Requests in flight were answered; the sources stop at the shutdown signal too.
-        let failed = join_sources(source_tasks).await;
-        // Anything still queued is flushed before exit.
-        producer
-            .flush(std::time::Duration::from_secs(10))
-            .context("flush the producer")?;
-        admin_task
-            .await
-            .context("admin server task")?
-            .context("admin server")?;
-        match failed.as_slice() {
-            [] => Ok(()),
-            names => bail!("source task failed: {}", names.join(", ")),
-        }
-    });
-    Ok(Running {
-        addr,
-        admin_addr,
-        task,
-    })
-}
-
-/// How long the sources may take to stop after the shutdown signal.
-const SOURCE_STOP: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Waits for every source task (they stop at the shutdown signal); answers the names of those
-/// that panicked or did not stop within [`SOURCE_STOP`] (aborted).
-async fn join_sources(tasks: Vec<(String, tokio::task::JoinHandle<()>)>) -> Vec<String> {
-    let mut failed = Vec::new();
-    let deadline = tokio::time::Instant::now() + SOURCE_STOP;
-    for (name, mut task) in tasks {
-        match tokio::time::timeout_at(deadline, &mut task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(source = %name, error = %e, "source task failed");
-                failed.push(name);
-            }
-            Err(_) => {
-                tracing::error!(source = %name, "source did not stop in time; aborted");
-                task.abort();
-                failed.push(name);
-            }
-        }
-    }
-    failed
+    Ok(())
 }
 
 /// A numeric librdkafka setting from `[kafka.extra]`, or librdkafka's default.
@@ -279,30 +253,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .task
         .await
         .context("ingest task")?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn sources_are_joined_and_a_failed_one_is_named() {
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = done.clone();
-        let tasks = vec![
-            (
-                "quick".to_string(),
-                tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                }),
-            ),
-            (
-                "broken".to_string(),
-                tokio::spawn(async { panic!("a source's bug") }),
-            ),
-        ];
-        assert_eq!(join_sources(tasks).await, vec!["broken".to_string()]);
-        assert!(done.load(std::sync::atomic::Ordering::SeqCst), "waited for");
-    }
 }

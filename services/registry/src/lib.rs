@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
+use tributary_core::runtime::Runtime;
 
 pub use access::{Anonymous, Role, User};
 pub use config::Config;
@@ -56,31 +56,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .with_context(|| format!("bind the api to {}", config.schema_registry.listen))?;
     let addr = listener.local_addr()?;
-    let readiness = Readiness::default();
-    let admin = AdminServer::bind(
-        config.telemetry.admin_addr,
-        Arc::new(new_registry()),
-        readiness.clone(),
-    )
-    .await?;
-    let admin_addr = admin.local_addr();
-    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
-    readiness.set(true);
+    let runtime = Runtime::builder("registry", &config.telemetry, shutdown)
+        .start()
+        .await?;
+    let admin_addr = runtime.admin_addr();
     info!(%addr, topic = %config.schema_registry.topic, "registry serving");
     let app = api::router(store).layer(axum::middleware::from_fn_with_state(
         Arc::new(access),
         access::check,
     ));
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        runtime
+            .run_http("api", listener, app)
             .await
-            .context("serve the api")?;
-        admin_task
-            .await
-            .context("admin server task")?
-            .context("admin server")?;
-        Ok(())
+            .map_err(anyhow::Error::from)
     });
     Ok(Running {
         addr,

@@ -12,7 +12,6 @@ mod template;
 mod trigger;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -21,15 +20,16 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use tributary_core::bus::{
-    BatchHandler, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord,
-    Output, Producer, TopicSpec, create_topics, read_partition, run_consumer,
+    BatchHandler, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord, Output,
+    TopicSpec, create_topics, read_partition,
 };
+use tributary_core::runtime::Runtime;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
-use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
 
 pub use config::Config;
 use config::Settings;
@@ -61,6 +61,45 @@ struct Metrics {
     windows: Family<TriggerLabel, Counter>,
     action_failures: Family<TriggerLabel, Counter>,
     records_in: Family<TriggerLabel, Counter>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them (as `tributary_train_trigger_*`) on `registry`.
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let r = registry.sub_registry_with_prefix("train_trigger");
+        r.register(
+            "drift",
+            "drift of the last window against the reference, per feature and metric",
+            metrics.drift.clone(),
+        );
+        r.register(
+            "triggers_fired",
+            "retraining requests, by policy",
+            metrics.fired.clone(),
+        );
+        r.register(
+            "triggers_suppressed",
+            "requests held back by the cooldown",
+            metrics.suppressed.clone(),
+        );
+        r.register(
+            "windows",
+            "drift windows evaluated",
+            metrics.windows.clone(),
+        );
+        r.register(
+            "action_failures",
+            "webhook or job actions that failed every attempt",
+            metrics.action_failures.clone(),
+        );
+        r.register(
+            "records_in",
+            "input records handled",
+            metrics.records_in.clone(),
+        );
+        metrics
+    }
 }
 
 /// Runs the catalog's triggers until `shutdown`.
@@ -105,11 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     create_topics(
         &config.kafka,
-        &[TopicSpec {
-            name: settings.state_topic.clone(),
-            partitions: 1,
-            config: vec![("cleanup.policy".to_string(), "compact".to_string())],
-        }],
+        &[TopicSpec::compacted(&settings.state_topic)],
     )
     .await
     .context("create the state topic")?;
@@ -127,51 +162,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
 
-    let mut metrics_registry = new_registry();
-    let bus_metrics = BusMetrics::register(&mut metrics_registry);
-    let metrics = Metrics::default();
-    {
-        let r = metrics_registry.sub_registry_with_prefix("train_trigger");
-        r.register(
-            "drift",
-            "drift of the last window against the reference, per feature and metric",
-            metrics.drift.clone(),
-        );
-        r.register(
-            "triggers_fired",
-            "retraining requests, by policy",
-            metrics.fired.clone(),
-        );
-        r.register(
-            "triggers_suppressed",
-            "requests held back by the cooldown",
-            metrics.suppressed.clone(),
-        );
-        r.register(
-            "windows",
-            "drift windows evaluated",
-            metrics.windows.clone(),
-        );
-        r.register(
-            "action_failures",
-            "webhook or job actions that failed every attempt",
-            metrics.action_failures.clone(),
-        );
-        r.register(
-            "records_in",
-            "input records handled",
-            metrics.records_in.clone(),
-        );
-    }
-    let producer = Producer::new(&config.kafka, bus_metrics.clone())?;
-    let readiness = Readiness::default();
-    let admin = AdminServer::bind(
-        config.telemetry.admin_addr,
-        Arc::new(metrics_registry),
-        readiness.clone(),
-    )
-    .await?;
-    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+    let mut setup =
+        Runtime::builder("train-trigger", &config.telemetry, shutdown).with_kafka(&config.kafka)?;
+    let metrics = Metrics::register(setup.registry());
+    let runtime = setup.start().await?;
 
     let mut topics: Vec<String> = triggers
         .iter()
@@ -201,22 +195,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         registry,
         settings,
         metrics,
-        shutdown: shutdown.clone(),
+        shutdown: runtime.shutdown(),
     };
-    readiness.set(true);
     info!(?topics, "train-trigger running");
-    let stats = run_consumer(
-        &config.kafka,
-        &loop_config,
-        &producer,
-        &bus_metrics,
-        &mut handler,
-        shutdown,
-    )
-    .await
-    .context("train-trigger consumer")?;
+    let stats = runtime.run_consumer(loop_config, &mut handler).await?;
     info!(records = stats.records, "train-trigger stopped");
-    admin_task.await.context("admin server task")??;
     Ok(())
 }
 

@@ -11,19 +11,17 @@ mod lookup;
 mod metrics;
 mod rules;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tributary_core::bus::{
-    BatchHandler, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord,
-    Output, Producer, run_consumer,
+    BatchHandler, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord, Output,
 };
+use tributary_core::runtime::Runtime;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::RegistryClient;
-use tributary_core::telemetry::{AdminServer, Readiness, new_registry};
 
 pub use config::Config;
 use engine::Transform;
@@ -44,24 +42,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .map_err(anyhow::Error::msg)?;
     let registry = RegistryClient::new(&config.registry)?;
 
-    let mut metrics_registry = new_registry();
-    let bus_metrics = BusMetrics::register(&mut metrics_registry);
-    let metrics = TransformMetrics::register(&mut metrics_registry);
-    let producer = Producer::new(&config.kafka, bus_metrics.clone())?;
-    let readiness = Readiness::default();
-    let admin = AdminServer::bind(
-        config.telemetry.admin_addr,
-        Arc::new(metrics_registry),
-        readiness.clone(),
-    )
-    .await?;
-    let admin_task = tokio::spawn(admin.serve(shutdown.clone()));
+    let mut setup =
+        Runtime::builder("transform", &config.telemetry, shutdown).with_kafka(&config.kafka)?;
+    let metrics = TransformMetrics::register(setup.registry());
+    let runtime = setup.start().await?;
 
     let mut transforms = Vec::new();
     for decl in declared {
         let t = Transform::plan(decl, &catalog)
             .await?
-            .start(&registry, &config.kafka, &shutdown)
+            .start(&registry, &config.kafka, &runtime.shutdown())
             .await?;
         info!(transform = %t.name, inputs = ?decl.inputs, output = %t.output_topic, "transform ready");
         transforms.push(t);
@@ -81,22 +71,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         transforms,
         registry,
         metrics,
-        shutdown: shutdown.clone(),
+        shutdown: runtime.shutdown(),
     };
-    readiness.set(true);
     info!(?topics, "transform running");
-    let stats = run_consumer(
-        &config.kafka,
-        &loop_config,
-        &producer,
-        &bus_metrics,
-        &mut handler,
-        shutdown,
-    )
-    .await
-    .context("transform consumer")?;
+    let stats = runtime.run_consumer(loop_config, &mut handler).await?;
     info!(records = stats.records, "transform stopped");
-    admin_task.await.context("admin server task")??;
     Ok(())
 }
 

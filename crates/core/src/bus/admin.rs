@@ -23,6 +23,18 @@ pub struct TopicSpec {
     pub config: Vec<(String, String)>,
 }
 
+impl TopicSpec {
+    /// A compacted topic (`cleanup.policy=compact`) of one partition, as services keep their
+    /// state and progress in. For more partitions: `TopicSpec { partitions, ..compacted(name) }`.
+    pub fn compacted(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            partitions: 1,
+            config: vec![("cleanup.policy".to_string(), "compact".to_string())],
+        }
+    }
+}
+
 /// What creating a topic did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicOutcome {
