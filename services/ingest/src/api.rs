@@ -407,14 +407,11 @@ async fn send(
                 "the producer queue is full; retry later".into(),
             ));
         }
-        Ok(Err(BusError::Delivery { source, .. }))
-            if source.rdkafka_error_code()
-                == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) =>
-        {
+        Ok(Err(e)) if e.is_record_too_large() => {
             return Err(Reject::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "record_too_large",
-                format!("the broker refused a record: {source}"),
+                format!("the broker refused a record: {e}"),
             ));
         }
         Ok(Err(e)) => {

@@ -55,3 +55,36 @@ pub enum BusError {
         message: String,
     },
 }
+
+impl BusError {
+    /// Whether the broker refused a record for its size (`message.max.bytes`, or the topic's
+    /// `max.message.bytes`): the record can never be delivered as it is, unlike an outage.
+    /// Kafka's error codes are read here, in the bus, not by the services.
+    pub fn is_record_too_large(&self) -> bool {
+        matches!(
+            self,
+            BusError::Delivery { source, .. }
+                if source.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_record_too_large_is_told_from_an_outage() {
+        let delivery = |code| BusError::Delivery {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(code),
+        };
+        assert!(delivery(RDKafkaErrorCode::MessageSizeTooLarge).is_record_too_large());
+        assert!(!delivery(RDKafkaErrorCode::MessageTimedOut).is_record_too_large());
+        assert!(!delivery(RDKafkaErrorCode::AllBrokersDown).is_record_too_large());
+        assert!(!BusError::QueueFull.is_record_too_large());
+    }
+}
