@@ -217,15 +217,15 @@ async fn start_sources(
             .topics
             .get(&decl.topic)
             .with_context(|| format!("source {}: no topic {}", decl.name, decl.topic))?;
-        let file_source = files::FileSource::start(
-            decl.clone(),
-            codec.topic.clone(),
-            codec.schema_id,
-            &settings.object_store,
-            &config.kafka,
-            state.producer.clone(),
-            &settings.files_progress_topic,
-        )
+        let file_source = files::FileSource::start(files::SourceSetup {
+            decl: decl.clone(),
+            topic: codec.topic.clone(),
+            schema_id: codec.schema_id,
+            store: &settings.object_store,
+            kafka: &config.kafka,
+            producer: state.producer.clone(),
+            progress_topic: &settings.files_progress_topic,
+        })
         .await?;
         runtime.spawn(decl.name.clone(), file_source.run(runtime.shutdown()));
     }

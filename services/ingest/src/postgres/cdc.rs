@@ -25,11 +25,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tributary_core::bus::OutboundRecord;
 
+use super::SourceContext;
+use super::db::{Column, TextRow, connect, quote_ident, text_row};
 use super::pgoutput::{self, Datum, Message, OldTuple, RelColumn, Relation};
-use super::{
-    Column, Op, Origin, SourceContext, TableState, TextRow, connect, quote_ident, read_progress,
-    save_progress, text_row,
-};
+use super::progress::{read_progress, save_progress};
+use super::table::{Change, Op, Origin, TableState};
+use super::types::PgType;
 
 /// What the progress topic keeps of a table's snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -340,8 +341,16 @@ async fn snapshot(
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let values = text_row(row)?;
-            let (r, ok) =
-                table.record_or_dead_letter(name, Op::Read, None, Some(&values), &values, origin);
+            let (r, ok) = table.record_or_dead_letter(
+                name,
+                Change {
+                    op: Op::Read,
+                    before: None,
+                    after: Some(&values),
+                    key_row: &values,
+                    origin,
+                },
+            );
             out.push((table.decl.table.clone(), r, ok));
         }
         ctx.deliver(out).await?;
@@ -431,11 +440,13 @@ impl Stream {
                     let record = match complete(&new, None) {
                         Ok(after) => state.record_or_dead_letter(
                             source,
-                            Op::Create,
-                            None,
-                            Some(&after),
-                            &after,
-                            origin,
+                            Change {
+                                op: Op::Create,
+                                before: None,
+                                after: Some(&after),
+                                key_row: &after,
+                                origin,
+                            },
                         ),
                         Err(why) => (state.dead_letter(source, &texts(&new), lsn, &why), false),
                     };
@@ -460,11 +471,13 @@ impl Stream {
                     let record = match complete(&new, full_old) {
                         Ok(after) => state.record_or_dead_letter(
                             source,
-                            Op::Update,
-                            before.as_ref(),
-                            Some(&after),
-                            &after,
-                            origin,
+                            Change {
+                                op: Op::Update,
+                                before: before.as_ref(),
+                                after: Some(&after),
+                                key_row: &after,
+                                origin,
+                            },
                         ),
                         Err(why) => (state.dead_letter(source, &texts(&new), lsn, &why), false),
                     };
@@ -487,11 +500,13 @@ impl Stream {
                     };
                     let record = state.record_or_dead_letter(
                         source,
-                        Op::Delete,
-                        before.as_ref(),
-                        None,
-                        &key,
-                        origin,
+                        Change {
+                            op: Op::Delete,
+                            before: before.as_ref(),
+                            after: None,
+                            key_row: &key,
+                            origin,
+                        },
                     );
                     let (record, ok) = record;
                     pending.push(Pending {
@@ -539,7 +554,7 @@ impl Stream {
                 let known = state.columns.iter().find(|k| k.name == c.name);
                 Column {
                     name: c.name.clone(),
-                    ty: super::types::PgType::from_oid(c.type_oid, c.typmod),
+                    ty: PgType::from_oid(c.type_oid, c.typmod),
                     type_oid: c.type_oid,
                     typmod: c.typmod,
                     sql_type: known.map(|k| k.sql_type.clone()).unwrap_or_default(),

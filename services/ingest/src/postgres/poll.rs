@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{
-    Op, Origin, SourceContext, TableState, connect, quote_ident, read_progress, save_progress,
-    text_row,
-};
+use super::SourceContext;
+use super::db::{connect, quote_ident, text_row};
+use super::progress::{read_progress, save_progress};
+use super::table::{Change, Op, Origin, TableState};
 
 /// The last row delivered, as the text of its position columns.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -198,11 +198,13 @@ async fn poll_once(
         let values = text_row(row)?;
         let (r, ok) = s.record_or_dead_letter(
             &ctx.decl.name,
-            Op::Read,
-            None,
-            Some(&values),
-            &values,
-            origin,
+            Change {
+                op: Op::Read,
+                before: None,
+                after: Some(&values),
+                key_row: &values,
+                origin,
+            },
         );
         out.push((s.decl.table.clone(), r, ok));
         last = Some(values);
