@@ -39,11 +39,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.schema_registry.users.clone(),
         config.schema_registry.anonymous,
     )?;
+    // The runtime first: the follower of the schemas topic is one of its tasks.
+    let mut runtime = Runtime::builder("registry", &config.telemetry, shutdown)
+        .start()
+        .await?;
     let store = store::Store::open(
         &config.kafka,
         &config.schema_registry.topic,
         config.schema_registry.default_compatibility,
-        shutdown.clone(),
+        &mut runtime,
     )
     .await
     .with_context(|| {
@@ -56,9 +60,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .with_context(|| format!("bind the api to {}", config.schema_registry.listen))?;
     let addr = listener.local_addr()?;
-    let runtime = Runtime::builder("registry", &config.telemetry, shutdown)
-        .start()
-        .await?;
     let admin_addr = runtime.admin_addr();
     info!(%addr, topic = %config.schema_registry.topic, "registry serving");
     let app = api::router(store).layer(axum::middleware::from_fn_with_state(

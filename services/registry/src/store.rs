@@ -13,6 +13,7 @@ use tributary_core::bus::{
     BusError, BusMetrics, KafkaConfig, OutboundRecord, Producer, TopicFollower, TopicSpec,
     create_topics,
 };
+use tributary_core::runtime::Runtime;
 use tributary_core::schema::catalog::Compatibility;
 use tributary_core::schema::compat;
 use tributary_core::schema::parse_avro_schema;
@@ -24,6 +25,8 @@ use crate::state::{ConfigValue, DeletedValue, Key, MaxIdValue, SchemaValue, Stat
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How many times a registration is proposed again after losing to another replica.
 const MAX_PROPOSALS: usize = 20;
+/// The name the follower of the schemas topic runs under, as a task of the service runtime.
+const FOLLOWER_TASK: &str = "schemas follower";
 
 /// The Kafka-backed store.
 #[derive(Debug)]
@@ -49,12 +52,13 @@ pub(crate) struct Registered {
 
 impl Store {
     /// Creates the topic if needed (one partition, compacted, kept forever), reads it to the
-    /// end, and keeps following it until `shutdown`.
+    /// end, and keeps following it as the task `schemas follower` of `runtime`, until the
+    /// runtime's shutdown (it is joined when the service stops).
     pub(crate) async fn open(
         kafka: &KafkaConfig,
         topic: &str,
         default_level: Compatibility,
-        shutdown: CancellationToken,
+        runtime: &mut Runtime,
     ) -> Result<Arc<Self>, BusError> {
         let spec = TopicSpec {
             name: topic.to_string(),
@@ -69,12 +73,15 @@ impl Store {
         let producer = Producer::new(kafka, BusMetrics::default())?;
         let state = Arc::new(RwLock::new(State::default()));
         let (applied_tx, applied) = watch::channel(0_i64);
-        tokio::spawn(follow(
-            follower.clone(),
-            state.clone(),
-            applied_tx,
-            shutdown,
-        ));
+        runtime.spawn(
+            FOLLOWER_TASK,
+            follow(
+                follower.clone(),
+                state.clone(),
+                applied_tx,
+                runtime.shutdown(),
+            ),
+        );
         let store = Arc::new(Self {
             state,
             applied,
