@@ -132,7 +132,7 @@ pub struct LakeWatch {
     /// Latest content of each `.parquet` file, by path relative to the watched root.
     pub files: BTreeMap<String, LakeFile>,
     /// (size, modification time, inode) of each file when last read: unchanged means unread.
-    stamps: BTreeMap<String, (u64, std::time::SystemTime, u64)>,
+    stamps: BTreeMap<String, FileStamp>,
     /// Files seen with two different contents: (key, before, after).
     pub overwritten: Vec<(String, LakeFingerprint, LakeFingerprint)>,
     /// Files that disappeared.
@@ -164,61 +164,70 @@ impl LakeCheck {
     }
 }
 
+/// What tells one version of a file from the next: its size, modification time and inode.
+pub type FileStamp = (u64, std::time::SystemTime, u64);
+
+/// Every `.parquet` file under a local folder, as `(key relative to root, path, stamp)`; a file
+/// gone between the listing and the look is left out.
+pub fn parquet_files(root: &Path) -> Result<Vec<(String, std::path::PathBuf, FileStamp)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "parquet") {
+                continue;
+            }
+            let key = path.strip_prefix(root)?.to_string_lossy().into_owned();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            files.push((key, path, (meta.len(), meta.modified()?, meta.ino())));
+        }
+    }
+    Ok(files)
+}
+
 impl LakeWatch {
     /// Looks at every `.parquet` file under `root`, reading the new and changed ones.
     pub fn poll_dir(&mut self, root: &Path) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
         let mut present = std::collections::BTreeSet::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+        for (key, path, stamp) in parquet_files(root)? {
+            present.insert(key.clone());
+            if self.stamps.get(&key) == Some(&stamp) {
                 continue;
-            };
-            for entry in entries {
-                let path = entry?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                if path.extension().is_none_or(|e| e != "parquet") {
-                    continue;
-                }
-                let key = path.strip_prefix(root)?.to_string_lossy().into_owned();
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                let stamp = (meta.len(), meta.modified()?, meta.ino());
-                present.insert(key.clone());
-                if self.stamps.get(&key) == Some(&stamp) {
-                    continue;
-                }
-                let file = match LakeFile::read(&path) {
-                    Ok(file) => file,
-                    // Gone between the listing and the read: the next poll sees what happened.
-                    Err(e)
-                        if e.downcast_ref::<std::io::Error>()
-                            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
-                    {
-                        present.remove(&key);
-                        continue;
-                    }
-                    Err(e) => {
-                        self.unreadable.insert(key.clone(), format!("{e:#}"));
-                        continue;
-                    }
-                };
-                self.stamps.insert(key.clone(), stamp);
-                if let Some(old) = self.files.get(&key)
-                    && (old.size, old.hash) != (file.size, file.hash)
-                {
-                    self.overwritten.push((
-                        key.clone(),
-                        (old.size, old.hash),
-                        (file.size, file.hash),
-                    ));
-                }
-                self.files.insert(key, file);
             }
+            let file = match LakeFile::read(&path) {
+                Ok(file) => file,
+                // Gone between the listing and the read: the next poll sees what happened.
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    present.remove(&key);
+                    continue;
+                }
+                Err(e) => {
+                    self.unreadable.insert(key.clone(), format!("{e:#}"));
+                    continue;
+                }
+            };
+            self.stamps.insert(key.clone(), stamp);
+            if let Some(old) = self.files.get(&key)
+                && (old.size, old.hash) != (file.size, file.hash)
+            {
+                self.overwritten
+                    .push((key.clone(), (old.size, old.hash), (file.size, file.hash)));
+            }
+            self.files.insert(key, file);
         }
         let gone: Vec<String> = self
             .files

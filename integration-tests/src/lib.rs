@@ -28,7 +28,9 @@ mod util;
 
 pub use bench::run_beside_services;
 pub use broker::{Broker, BrokerKind, KAFKA_VERSION, TANSU_VERSION, kafka_launcher, tansu_binary};
-pub use lake::{LakeCheck, LakeFile, LakeFingerprint, LakeRow, LakeWatch};
+pub use lake::{
+    FileStamp, LakeCheck, LakeFile, LakeFingerprint, LakeRow, LakeWatch, parquet_files,
+};
 pub use postgres::{TestDatabase, postgres_base};
 pub use registry::Registry;
 pub use s3::S3;

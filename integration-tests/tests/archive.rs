@@ -2,7 +2,6 @@
 //! read back in Rust and by DuckDB (python/lake_sql.py).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,8 +24,8 @@ use tributary_core::schema::json::json_to_avro_datum;
 use tributary_core::schema::registry::RegistryClient;
 use tributary_core::schema::wire;
 use tributary_integration_tests::{
-    Archive, Broker, BrokerKind, Registry, S3, committed_and_end, create_catalog_topics, init_logs,
-    repo_catalog, unique,
+    Archive, Broker, BrokerKind, FileStamp, Registry, S3, committed_and_end, create_catalog_topics,
+    init_logs, parquet_files, repo_catalog, unique,
 };
 
 fn web_event(i: i64) -> Value {
@@ -344,7 +343,7 @@ struct LakeWatch {
     /// Latest content of each `.parquet` key (relative to the watched root).
     files: BTreeMap<String, LakeFile>,
     /// (size, modification time, inode) of local files when last read: unchanged means unread.
-    stamps: BTreeMap<String, (u64, SystemTime, u64)>,
+    stamps: BTreeMap<String, FileStamp>,
     /// Keys seen with two different contents: (key, before, after).
     overwritten: Vec<(String, Fingerprint, Fingerprint)>,
     /// Keys that disappeared.
@@ -394,35 +393,16 @@ impl LakeWatch {
     /// Looks at every `.parquet` file under a local folder.
     fn poll_dir(&mut self, root: &Path) -> Result<()> {
         let mut present = BTreeSet::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+        for (key, path, stamp) in parquet_files(root)? {
+            present.insert(key.clone());
+            if self.stamps.get(&key) == Some(&stamp) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            for entry in entries {
-                let path = entry?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                if path.extension().is_none_or(|e| e != "parquet") {
-                    continue;
-                }
-                let key = path.strip_prefix(root)?.to_string_lossy().into_owned();
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                let stamp = (meta.len(), meta.modified()?, meta.ino());
-                present.insert(key.clone());
-                if self.stamps.get(&key) == Some(&stamp) {
-                    continue;
-                }
-                let Ok(bytes) = std::fs::read(&path) else {
-                    continue;
-                };
-                self.stamps.insert(key.clone(), stamp);
-                self.record(key, Bytes::from(bytes));
-            }
+            self.stamps.insert(key.clone(), stamp);
+            self.record(key, Bytes::from(bytes));
         }
         self.forget_missing(&present);
         Ok(())
