@@ -42,16 +42,21 @@ impl BatchHandler for Echo {
     ) -> Result<(), HandlerError> {
         let mut seqs = Vec::with_capacity(batch.len());
         for record in batch {
-            let payload = record.payload.as_deref().ok_or("tombstone")?;
-            let (id, mut body) = wire::parse(payload)?;
+            let payload = record
+                .payload
+                .as_deref()
+                .ok_or_else(|| HandlerError::fatal("tombstone"))?;
+            let (id, mut body) = wire::parse(payload).map_err(HandlerError::fatal)?;
             if id != SCHEMA_ID {
-                return Err(format!("unexpected schema id {id}").into());
+                return Err(HandlerError::fatal(format!("unexpected schema id {id}")));
             }
-            let Value::Record(fields) = from_avro_datum(&self.schema, &mut body, None)? else {
-                return Err("not a record".into());
+            let Value::Record(fields) =
+                from_avro_datum(&self.schema, &mut body, None).map_err(HandlerError::fatal)?
+            else {
+                return Err(HandlerError::fatal("not a record"));
             };
             let Some((_, Value::Long(seq))) = fields.first() else {
-                return Err("no seq".into());
+                return Err(HandlerError::fatal("no seq"));
             };
             if seq % 1000 == 0 {
                 out.dead_letter(record, "test", &format!("seq {seq} is a multiple of 1000"))
@@ -66,7 +71,10 @@ impl BatchHandler for Echo {
             }
             seqs.push(*seq);
         }
-        self.seen.lock().map_err(|_| "poisoned")?.extend(seqs);
+        self.seen
+            .lock()
+            .map_err(|_| HandlerError::fatal("poisoned"))?
+            .extend(seqs);
         Ok(())
     }
 }
@@ -333,7 +341,7 @@ impl BatchHandler for Counting {
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.seen
             .lock()
-            .map_err(|_| "poisoned")?
+            .map_err(|_| HandlerError::fatal("poisoned"))?
             .extend(batch.iter().map(|r| (r.partition, r.offset)));
         Ok(())
     }

@@ -14,8 +14,8 @@ use arrow::datatypes::Int64Type;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tributary_core::bus::{
-    BatchHandler, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord, OutboundRecord,
-    Output, Producer, TopicSpec, create_topics, run_consumer,
+    BatchHandler, BoxError, BusMetrics, ConsumerLoopConfig, HandlerError, InboundRecord,
+    OutboundRecord, Output, Producer, TopicSpec, create_topics, run_consumer,
 };
 use tributary_core::schema::arrow::AvroBatchDecoder;
 use tributary_core::schema::json::json_to_avro_datum;
@@ -137,6 +137,12 @@ impl BatchHandler for Decode {
         batch: &[InboundRecord],
         _out: &mut Output<'_>,
     ) -> Result<(), HandlerError> {
+        self.decode(batch).await.map_err(HandlerError::Fatal)
+    }
+}
+
+impl Decode {
+    async fn decode(&mut self, batch: &[InboundRecord]) -> Result<(), BoxError> {
         let payloads: Vec<&[u8]> = batch
             .iter()
             .map(|r| r.payload.as_deref().unwrap_or_default())

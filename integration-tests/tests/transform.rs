@@ -559,3 +559,112 @@ async fn a_kill_mid_stream_loses_nothing() -> Result<()> {
     assert!(transform.stop()?, "{}", transform.log());
     Ok(())
 }
+
+/// A registry outage while records of a writer schema the transform has not seen wait: the
+/// handler fails the batch as `Unavailable` before sending anything, the consumer loop hands it
+/// again with backoff (`tributary_bus_handler_retries_total`), the service keeps running, and
+/// once the registry is back every record comes out exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_holds_the_batch_and_loses_nothing() -> Result<()> {
+    let mut stack = Stack::start(&repo_schemas()).await?;
+    let group = unique("transform");
+    let mut transform = Transform::start(
+        &stack.broker,
+        &stack.registry,
+        &repo_schemas(),
+        &format!(
+            "group_id = \"{group}\"\nonly = [\"clean_web_events\"]\nbatch_records = 500\nbatch_wait_ms = 20"
+        ),
+        "",
+    )?;
+    // A second, compatible version of the raw schema: its id is new to the transform.
+    let topic = stack
+        .catalog
+        .topic("raw.web_events")
+        .context("raw.web_events in the catalog")?;
+    let mut evolved: Value = serde_json::from_str(&topic.value_schema_json)?;
+    evolved["fields"]
+        .as_array_mut()
+        .context("a record schema")?
+        .push(json!({"name": "test_note", "type": ["null", "string"], "default": null}));
+    let evolved = evolved.to_string();
+    let id = stack
+        .client
+        .register(&topic.value_subject(), &evolved)
+        .await?;
+    let schema = apache_avro::Schema::parse_str(&evolved)?;
+    const N: u64 = 200;
+    let mut payloads = Vec::new();
+    for i in 0..N {
+        let mut event = web_event(i, "7", "page_view", T0 + i as i64, "https://shop.test/p/1");
+        event["test_note"] = json!(format!("note {i}"));
+        payloads.push(tributary_core::schema::wire::frame(
+            id,
+            &tributary_core::schema::json::json_to_avro_datum(&event, &schema)?,
+        ));
+    }
+    stack.registry.kill()?;
+    for payload in payloads {
+        stack.produce_raw("raw.web_events", "7", payload).await?;
+    }
+    // The registry stays down while the batch is retried: nothing comes out, nothing stops.
+    let metrics = format!("{}/metrics", transform.admin_url()?);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let retries = loop {
+        let text = reqwest::get(&metrics).await?.text().await?;
+        let retries = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tributary_bus_handler_retries_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if retries >= 2.0 {
+            break retries;
+        }
+        if Instant::now() > deadline || !transform.is_running() {
+            bail!("no retries seen: {}", transform.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(transform.is_running(), "{}", transform.log());
+    let early = read_all(
+        &stack.broker,
+        "clean.web_events",
+        usize::MAX,
+        Duration::from_secs(2),
+    )?;
+    assert!(
+        early.is_empty(),
+        "{} records out before the registry came back",
+        early.len()
+    );
+    stack.registry.restart()?;
+    let out = read_all(
+        &stack.broker,
+        "clean.web_events",
+        N as usize,
+        Duration::from_secs(120),
+    )?;
+    let all = read_all(
+        &stack.broker,
+        "clean.web_events",
+        usize::MAX,
+        Duration::from_secs(3),
+    )?;
+    let mut ids = BTreeMap::new();
+    for r in &all {
+        let v = stack.decode(&r.payload).await?;
+        *ids.entry(v["event_id"].as_str().unwrap_or_default().to_string())
+            .or_insert(0u64) += 1;
+    }
+    let missing = (0..N).filter(|i| !ids.contains_key(&event_id(*i))).count();
+    let twice = ids.values().filter(|n| **n > 1).count();
+    println!(
+        "registry outage: {retries} retries, {N} records in, {} out, {missing} missing, {twice} twice",
+        all.len()
+    );
+    assert_eq!(missing, 0, "read {}: {}", out.len(), transform.log());
+    assert_eq!(twice, 0);
+    assert_eq!(all.len() as u64, N);
+    assert!(transform.stop()?, "{}", transform.log());
+    Ok(())
+}

@@ -61,7 +61,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const ADMIN_TASK: &str = "admin server";
 
 /// An error as tasks and main parts return it.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::bus::BoxError;
 
 /// An error of the runtime.
 #[derive(Debug, thiserror::Error)]

@@ -88,9 +88,9 @@ impl OpenFile {
             let offsets = batch
                 .column_by_name(LINEAGE_OFFSET)
                 .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .ok_or("a buffered batch has no offset column")?;
-            let mask = gt(offsets, &Int64Array::new_scalar(last))?;
-            let part = filter_record_batch(&batch, &mask)?;
+                .ok_or_else(|| HandlerError::fatal("a buffered batch has no offset column"))?;
+            let mask = gt(offsets, &Int64Array::new_scalar(last)).map_err(HandlerError::fatal)?;
+            let part = filter_record_batch(&batch, &mask).map_err(HandlerError::fatal)?;
             if part.num_rows() > 0 {
                 kept.push(part);
             }
@@ -227,7 +227,7 @@ impl Archiver {
 
     async fn wait(&self, d: Duration) -> Result<(), HandlerError> {
         tokio::select! {
-            () = self.shutdown.cancelled() => Err("shutting down while retrying".into()),
+            () = self.shutdown.cancelled() => Err(HandlerError::Interrupted("the lake was being retried".into())),
             () = tokio::time::sleep(d) => Ok(()),
         }
     }
@@ -338,7 +338,7 @@ impl Archiver {
                     self.readiness.recover(LAKE);
                     return Ok(None);
                 }
-                Err(FooterError::Invalid(message)) => return Err(message.into()),
+                Err(FooterError::Invalid(message)) => return Err(HandlerError::fatal(message)),
                 Err(FooterError::Store(e)) => {
                     warn!(key, error = %e, "checking for an existing file failed; retrying");
                     self.readiness
@@ -356,7 +356,7 @@ impl Archiver {
             return Ok(());
         }
         let indices = UInt32Array::from(std::mem::take(&mut file.pending_rows));
-        let part = take_record_batch(full, &indices)?;
+        let part = take_record_batch(full, &indices).map_err(HandlerError::fatal)?;
         file.bytes += part.get_array_memory_size() as u64;
         file.records += part.num_rows() as u64;
         file.batches.push(part);
@@ -512,7 +512,7 @@ impl Archiver {
             }
             if let Some(file) = self.partitions.get_mut(&key).and_then(|s| s.file.as_mut()) {
                 file.pending_rows
-                    .push(u32::try_from(row).map_err(|_| "batch too large")?);
+                    .push(u32::try_from(row).map_err(|_| HandlerError::fatal("batch too large"))?);
                 file.last_offset = record.offset;
             }
             if !touched.contains(&key) {
@@ -595,11 +595,11 @@ impl Archiver {
             DataType::Timestamp(TimeUnit::Nanosecond, _) => 1_000_000,
             _ => return Ok((0..decoded.rows.len()).map(kafka_time).collect()),
         };
-        let raw = cast(column, &DataType::Int64)?;
+        let raw = cast(column, &DataType::Int64).map_err(HandlerError::fatal)?;
         let raw = raw
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or("event time is not an integer")?;
+            .ok_or_else(|| HandlerError::fatal("event time is not an integer"))?;
         Ok((0..decoded.rows.len())
             .map(|row| {
                 if raw.is_null(row) {
@@ -678,7 +678,7 @@ fn with_lineage(
         columns.push(column);
     }
     let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    Ok(RecordBatch::try_new(schema, columns)?)
+    RecordBatch::try_new(schema, columns).map_err(HandlerError::fatal)
 }
 
 /// Why the last offset of a file in the lake could not be read.

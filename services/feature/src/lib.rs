@@ -251,9 +251,9 @@ impl Features {
     /// output, after which [`BatchHandler::commit_positions`] reports the new positions).
     async fn checkpoint(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
         for view in &mut self.views {
-            let records = view
-                .checkpoint()
-                .map_err(|e| format!("feature {}: checkpoint: {e:#}", view.name))?;
+            let records = view.checkpoint().map_err(|e| {
+                HandlerError::fatal(format!("feature {}: checkpoint: {e:#}", view.name))
+            })?;
             for record in records {
                 out.send(record).await?;
             }
@@ -283,7 +283,9 @@ impl BatchHandler for Features {
                 }
             }
             for (partition, records) in by_partition {
-                view.ensure_restored(&self.kafka, partition).await?;
+                view.ensure_restored(&self.kafka, partition)
+                    .await
+                    .map_err(|e| HandlerError::fatal(format!("feature {}: {e:#}", view.name)))?;
                 let payloads: Vec<&[u8]> = records
                     .iter()
                     .filter_map(|r| r.payload.as_deref())
@@ -293,7 +295,7 @@ impl BatchHandler for Features {
                 let outcome = view
                     .process(partition, &records)
                     .await
-                    .map_err(|e| format!("feature {}: {e:#}", view.name))?;
+                    .map_err(|e| HandlerError::fatal(format!("feature {}: {e:#}", view.name)))?;
                 self.metrics
                     .records_in
                     .get_or_create(&label)

@@ -320,7 +320,7 @@ impl Triggers {
     async fn save(&mut self, out: &mut Output<'_>) -> Result<(), HandlerError> {
         for t in &mut self.triggers {
             if t.dirty {
-                let payload = serde_json::to_vec(&t.state)?;
+                let payload = serde_json::to_vec(&t.state).map_err(HandlerError::fatal)?;
                 out.send(OutboundRecord::new(
                     self.settings.state_topic.clone(),
                     Some(t.decl.name.clone().into_bytes()),
@@ -363,7 +363,7 @@ impl BatchHandler for Triggers {
                 let requests = t
                     .process(topic, &records, now, &mut events)
                     .await
-                    .map_err(|e| format!("trigger {}: {e:#}", t.decl.name))?;
+                    .map_err(|e| HandlerError::fatal(format!("trigger {}: {e:#}", t.decl.name)))?;
                 self.metrics
                     .records_in
                     .get_or_create(&TriggerLabel {
@@ -397,7 +397,7 @@ impl BatchHandler for Triggers {
             let t = &mut self.triggers[i];
             if let Some(request) = t
                 .check(now, &mut events)
-                .map_err(|e| format!("trigger {}: {e:#}", t.decl.name))?
+                .map_err(|e| HandlerError::fatal(format!("trigger {}: {e:#}", t.decl.name)))?
             {
                 out.send(request).await?;
             }

@@ -21,7 +21,7 @@ use tributary_core::bus::{
 };
 use tributary_core::runtime::Runtime;
 use tributary_core::schema::catalog::Catalog;
-use tributary_core::schema::registry::RegistryClient;
+use tributary_core::schema::registry::{RegistryClient, ShuttingDown};
 
 pub use config::Config;
 use engine::Transform;
@@ -45,13 +45,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut setup =
         Runtime::builder("transform", &config.telemetry, shutdown).with_kafka(&config.kafka)?;
     let metrics = TransformMetrics::register(setup.registry());
-    let runtime = setup.start().await?;
+    let mut runtime = setup.start().await?;
 
     let mut transforms = Vec::new();
     for decl in declared {
         let t = Transform::plan(decl, &catalog)
             .await?
-            .start(&registry, &config.kafka, &runtime.shutdown())
+            .start(&registry, &config.kafka, &mut runtime)
             .await?;
         info!(transform = %t.name, inputs = ?decl.inputs, output = %t.output_topic, "transform ready");
         transforms.push(t);
@@ -109,6 +109,16 @@ impl BatchHandler for Transformer {
                 None => by_topic.push((&record.topic, vec![record])),
             }
         }
+        // Every writer schema first: a registry outage then fails the batch before anything of
+        // it is sent, and the loop hands it again after a backoff.
+        for transform in &mut self.transforms {
+            for (topic, records) in &by_topic {
+                transform
+                    .learn_schemas(topic, records, &self.registry)
+                    .await
+                    .map_err(|e| HandlerError::unavailable("the schema registry", e))?;
+            }
+        }
         for transform in &mut self.transforms {
             let label = TransformLabel {
                 transform: transform.name.clone(),
@@ -120,7 +130,13 @@ impl BatchHandler for Transformer {
                 let outcome = transform
                     .process(topic, records, &self.registry, &self.shutdown)
                     .await
-                    .map_err(|e| format!("transform {}: {e:#}", transform.name))?;
+                    .map_err(|e| match e.downcast_ref::<ShuttingDown>() {
+                        Some(_) => HandlerError::Interrupted(format!(
+                            "transform {}: {e:#}",
+                            transform.name
+                        )),
+                        None => HandlerError::fatal(format!("transform {}: {e:#}", transform.name)),
+                    })?;
                 self.metrics
                     .records_in
                     .get_or_create(&label)

@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_core::bus::{KafkaConfig, TopicFollower};
+use tributary_core::runtime::Runtime;
 use tributary_core::schema::arrow::AvroBatchDecoder;
 use tributary_core::schema::registry::{RegistryClient, learn_writer_schemas};
 
@@ -53,21 +54,28 @@ impl LookupTable {
         })
     }
 
-    /// Starts following the topic and waits until everything written to it before the call
-    /// was read, so the first batch is enriched with the whole table.
+    /// Starts following the topic, as the task `lookup <name> of transform <transform>` of
+    /// `runtime` (it stops at the runtime's shutdown and is joined when the service stops), and
+    /// waits until everything written to the topic before the call was read, so the first batch
+    /// is enriched with the whole table.
     pub(crate) async fn start(
         &mut self,
+        transform: &str,
         kafka: &KafkaConfig,
-        shutdown: &CancellationToken,
+        runtime: &mut Runtime,
     ) -> anyhow::Result<()> {
         use anyhow::Context;
+        let shutdown = runtime.shutdown();
         let topic = self.topic.clone();
         let follower = TopicFollower::start(kafka, &topic)
             .await
             .with_context(|| format!("follow lookup topic {topic}"))?;
         let ends = follower.end_offsets().await?;
         let latest = self.latest.clone();
-        tokio::spawn(follow(follower, latest.clone(), shutdown.clone()));
+        runtime.spawn(
+            format!("lookup {} of transform {transform}", self.name),
+            follow(follower, latest.clone(), shutdown.clone()),
+        );
         let mut waited = 0u64;
         loop {
             let caught_up = {

@@ -1,5 +1,8 @@
+//! The at-least-once consumer loop: batches to the handler, offsets stored once the handler's
+//! outputs are acknowledged, the handler's errors acted on by class.
+
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -9,139 +12,13 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::dlq::{DeadLetter, dead_letter_record};
+use super::handler::{BatchHandler, ErrorClass, HandlerError, InboundRecord, Output};
 use super::metrics::BusMetrics;
-use super::producer::Pending;
-use super::{BusError, KafkaConfig, OutboundRecord, Producer};
-
-/// An error a [`BatchHandler`] returns for a whole batch. Records that are bad on their own
-/// should go to the dead-letter topic through [`Output::dead_letter`] instead.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A record received from Kafka, owned so that handlers can keep it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboundRecord {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset within the partition.
-    pub offset: i64,
-    /// Message key.
-    pub key: Option<Vec<u8>>,
-    /// Message value (`None` for a tombstone).
-    pub payload: Option<Vec<u8>>,
-    /// Kafka timestamp in milliseconds since the epoch, when the broker gave one.
-    pub timestamp_ms: Option<i64>,
-    /// Message headers.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-/// What a handler produces for a batch. Everything sent here is acknowledged by the broker
-/// before the batch's offsets are stored.
-#[derive(Debug)]
-pub struct Output<'a> {
-    producer: &'a Producer,
-    stage: &'a str,
-    pending: Vec<Pending>,
-    dead_letters: BTreeMap<String, u64>,
-}
-
-impl<'a> Output<'a> {
-    fn new(producer: &'a Producer, stage: &'a str) -> Self {
-        Self {
-            producer,
-            stage,
-            pending: Vec::new(),
-            dead_letters: BTreeMap::new(),
-        }
-    }
-
-    /// Waits for every acknowledgement and counts the dead letters.
-    async fn settle(self, producer: &Producer, metrics: &BusMetrics) -> Result<(), BusError> {
-        producer.settle(self.pending).await?;
-        for (topic, n) in self.dead_letters {
-            BusMetrics::add(&metrics.dead_letters, &topic, n);
-        }
-        Ok(())
-    }
-
-    /// Produces a record; waits only while the producer's queue is full.
-    pub async fn send(&mut self, record: OutboundRecord) -> Result<(), BusError> {
-        let pending = self.producer.enqueue_waiting(&record).await?;
-        self.pending.push(pending);
-        Ok(())
-    }
-
-    /// Sends a record that cannot be processed to `dlq.<stage>`, with headers naming its source
-    /// and the error.
-    pub async fn dead_letter(
-        &mut self,
-        source: &InboundRecord,
-        error_class: &str,
-        message: &str,
-    ) -> Result<(), BusError> {
-        let letter = DeadLetter {
-            stage: self.stage,
-            source_topic: &source.topic,
-            partition: source.partition,
-            offset: source.offset,
-            error_class,
-            message,
-        };
-        let record = dead_letter_record(
-            &letter,
-            source.key.clone(),
-            source.payload.clone().unwrap_or_default(),
-        );
-        *self.dead_letters.entry(record.topic.clone()).or_default() += 1;
-        self.send(record).await
-    }
-}
-
-/// Processes batches of records. Implemented by each consume-process-produce service.
-pub trait BatchHandler: Send {
-    /// Handles one batch. Returning `Ok` means every record was processed: its outputs were
-    /// sent through `out` (or it was dead-lettered). Returning `Err` stops the loop with no
-    /// offset of this batch stored, so the records are read again after a restart.
-    fn handle(
-        &mut self,
-        batch: &[InboundRecord],
-        out: &mut Output<'_>,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-
-    /// Called when partitions were taken from this consumer: drop any state kept for them.
-    /// Their offsets were committed up to the last position stored.
-    fn partitions_revoked(&mut self, _partitions: &[(String, i32)]) {}
-
-    /// For handlers that keep records they have not finished (a file being written): the
-    /// position (next offset to read) each partition may be committed at, as
-    /// `(topic, partition, offset)`. `None`, the default, means everything handled is finished,
-    /// so positions follow the batches.
-    fn commit_positions(&self) -> Option<Vec<(String, i32, i64)>> {
-        None
-    }
-
-    /// Called every [`ConsumerLoopConfig::tick_interval`] while no record arrives, for work
-    /// driven by time (flushing buffers of idle partitions).
-    fn tick(
-        &mut self,
-        _out: &mut Output<'_>,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        async { Ok(()) }
-    }
-
-    /// Called once on a clean shutdown, before the final commit: finish buffered work.
-    fn finish(
-        &mut self,
-        _out: &mut Output<'_>,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
-        async { Ok(()) }
-    }
-}
+use super::{BusError, KafkaConfig, Producer};
 
 /// Settings of one consumer loop.
 #[derive(Debug, Clone)]
@@ -160,10 +37,20 @@ pub struct ConsumerLoopConfig {
     pub auto_offset_reset: String,
     /// How often [`BatchHandler::tick`] runs while no record arrives; `None`: never.
     pub tick_interval: Option<Duration>,
+    /// The first wait before a batch is handed again after [`ErrorClass::Retry`]; doubled at
+    /// each retry up to [`ConsumerLoopConfig::retry_backoff_max`].
+    pub retry_backoff: Duration,
+    /// The longest wait between two retries of a batch.
+    pub retry_backoff_max: Duration,
+    /// How long one batch may be retried before the loop stops with the handler's error;
+    /// `None`: until it succeeds or the service stops.
+    pub retry_for: Option<Duration>,
 }
 
 impl ConsumerLoopConfig {
-    /// Defaults: batches of up to 1,000 records or 100 ms, new groups start at the earliest offset.
+    /// Defaults: batches of up to 1,000 records or 100 ms, new groups start at the earliest
+    /// offset, a batch whose handler meets an outage is retried every 200 ms to 30 s until it
+    /// succeeds.
     pub fn new(group_id: impl Into<String>, topics: Vec<String>, stage: impl Into<String>) -> Self {
         Self {
             group_id: group_id.into(),
@@ -173,6 +60,9 @@ impl ConsumerLoopConfig {
             max_batch_wait: Duration::from_millis(100),
             auto_offset_reset: "earliest".to_string(),
             tick_interval: None,
+            retry_backoff: Duration::from_millis(200),
+            retry_backoff_max: Duration::from_secs(30),
+            retry_for: None,
         }
     }
 }
@@ -311,8 +201,17 @@ async fn consume_batches<H: BatchHandler>(
                 // store positions for partitions it no longer owns.
                 apply_revocations(consumer, handler, &mut batch);
                 let mut out = Output::new(producer, &config.stage);
-                handler.tick(&mut out).await.map_err(BusError::Handler)?;
+                let ticked = handler.tick(&mut out).await;
                 out.settle(producer, metrics).await?;
+                if let Err(error) = ticked {
+                    metrics.handler_errors.inc();
+                    // An outage met by time-driven work: the next tick tries again.
+                    if error.class() != ErrorClass::Retry {
+                        return Err(BusError::Handler(error));
+                    }
+                    warn!(%error, "tick failed; the next one tries again");
+                    continue;
+                }
                 if let Some(positions) = handler.commit_positions() {
                     store_positions(consumer, &positions)?;
                 }
@@ -343,14 +242,13 @@ async fn consume_batches<H: BatchHandler>(
             continue;
         }
 
-        let mut out = Output::new(producer, &config.stage);
         metrics.batches.inc();
-        if let Err(e) = handler.handle(&batch, &mut out).await {
-            metrics.handler_errors.inc();
-            // Outputs already handed to the producer may still land: duplicates, never loss.
-            return Err(BusError::Handler(e));
+        if handle_batch(&batch, config, producer, metrics, handler, shutdown).await?
+            == Handled::Interrupted
+        {
+            // Stopped while waiting to retry: nothing of the batch is stored.
+            break;
         }
-        out.settle(producer, metrics).await?;
         match handler.commit_positions() {
             None => store_offsets(consumer, &batch)?,
             Some(positions) => store_positions(consumer, &positions)?,
@@ -368,6 +266,116 @@ async fn consume_batches<H: BatchHandler>(
         store_positions(consumer, &positions)?;
     }
     Ok(())
+}
+
+/// How [`handle_batch`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Every record was processed or dead-lettered, and everything sent was acknowledged.
+    Done,
+    /// The service stopped while the batch waited to be retried.
+    Interrupted,
+}
+
+/// Hands a batch to the handler until it is handled, acting on each error by its class:
+/// [`ErrorClass::Retry`] hands the same batch again after a backoff, [`ErrorClass::DeadLetter`]
+/// sends the record named to the dead-letter topic and hands the rest again,
+/// [`ErrorClass::Stop`] returns the error. Before a batch is handed again, what the failed
+/// attempt sent is acknowledged, so that nothing it produced is lost.
+async fn handle_batch<H: BatchHandler>(
+    batch: &[InboundRecord],
+    config: &ConsumerLoopConfig,
+    producer: &Producer,
+    metrics: &BusMetrics,
+    handler: &mut H,
+    shutdown: &CancellationToken,
+) -> Result<Handled, BusError> {
+    let mut records: Cow<'_, [InboundRecord]> = Cow::Borrowed(batch);
+    let mut retries = RetrySchedule::new(config, Instant::now());
+    loop {
+        let mut out = Output::new(producer, &config.stage);
+        let error = match handler.handle(&records, &mut out).await {
+            Ok(()) => {
+                out.settle(producer, metrics).await?;
+                return Ok(Handled::Done);
+            }
+            Err(error) => error,
+        };
+        metrics.handler_errors.inc();
+        match error {
+            HandlerError::Poison {
+                index,
+                class,
+                message,
+            } if index < records.len() => {
+                out.dead_letter(&records[index], &class, &message).await?;
+                out.settle(producer, metrics).await?;
+                warn!(
+                    topic = %records[index].topic,
+                    partition = records[index].partition,
+                    offset = records[index].offset,
+                    %class,
+                    %message,
+                    "record dead-lettered by the loop; the rest of the batch is handed again"
+                );
+                let mut rest = records.into_owned();
+                rest.remove(index);
+                if rest.is_empty() {
+                    return Ok(Handled::Done);
+                }
+                records = Cow::Owned(rest);
+            }
+            error if error.class() == ErrorClass::Retry => {
+                out.settle(producer, metrics).await?;
+                let Some(wait) = retries.next_wait(Instant::now()) else {
+                    warn!(%error, retry_for = ?config.retry_for, "batch still failing; giving up");
+                    return Err(BusError::Handler(error));
+                };
+                warn!(%error, ?wait, "batch failed for an outage; handing it again");
+                metrics.handler_retries.inc();
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(Handled::Interrupted),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            // A poison record outside the batch is a bug of the handler: stop like any other.
+            error => {
+                // Outputs already handed to the producer may still land: duplicates, never loss.
+                return Err(BusError::Handler(error));
+            }
+        }
+    }
+}
+
+/// When a batch that failed for an outage is handed again: backoff doubling from
+/// [`ConsumerLoopConfig::retry_backoff`] to [`ConsumerLoopConfig::retry_backoff_max`], for at
+/// most [`ConsumerLoopConfig::retry_for`] since the first failure.
+#[derive(Debug)]
+pub(super) struct RetrySchedule {
+    next: Duration,
+    max: Duration,
+    give_up_at: Option<Instant>,
+}
+
+impl RetrySchedule {
+    pub(super) fn new(config: &ConsumerLoopConfig, now: Instant) -> Self {
+        Self {
+            next: config.retry_backoff,
+            max: config.retry_backoff_max.max(config.retry_backoff),
+            give_up_at: config.retry_for.map(|d| now + d),
+        }
+    }
+
+    /// The wait before the next attempt, or `None` when retrying is over.
+    pub(super) fn next_wait(&mut self, now: Instant) -> Option<Duration> {
+        if self.give_up_at.is_some_and(|at| now >= at) {
+            return None;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        Some(wait)
+    }
 }
 
 /// Stores explicit positions (next offsets to read) given by the handler.

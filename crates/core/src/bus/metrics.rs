@@ -17,6 +17,7 @@ pub struct BusMetrics {
     pub(crate) dead_letters: Family<TopicLabel, Counter>,
     pub(crate) batches: Counter,
     pub(crate) handler_errors: Counter,
+    pub(crate) handler_retries: Counter,
     pub(crate) rebalances: Counter,
 }
 
@@ -52,8 +53,13 @@ impl BusMetrics {
         );
         r.register(
             "handler_errors",
-            "batches the handler failed",
+            "handler calls that failed (retried, dead-lettered or stopping)",
             m.handler_errors.clone(),
+        );
+        r.register(
+            "handler_retries",
+            "batches handed again after the handler met an outage",
+            m.handler_retries.clone(),
         );
         r.register(
             "rebalances",

@@ -5,16 +5,18 @@ mod admin;
 mod consumer;
 mod dlq;
 mod follow;
+mod handler;
+#[cfg(test)]
+mod loop_tests;
 mod metrics;
 mod producer;
 mod settings;
 
 pub use admin::{TopicChange, TopicOutcome, TopicSpec, create_topics, ensure_topics};
-pub use consumer::{
-    BatchHandler, ConsumerLoopConfig, HandlerError, InboundRecord, LoopStats, Output, run_consumer,
-};
+pub use consumer::{ConsumerLoopConfig, LoopStats, run_consumer};
 pub use dlq::{DLQ_HEADERS, DeadLetter, dead_letter_record, dlq_topic};
 pub use follow::{TopicFollower, read_partition, read_partition_tail};
+pub use handler::{BatchHandler, BoxError, ErrorClass, HandlerError, InboundRecord, Output};
 pub use metrics::BusMetrics;
 pub use producer::{Delivered, OutboundRecord, Producer};
 pub use settings::KafkaConfig;
@@ -43,7 +45,8 @@ pub enum BusError {
     /// Storing or committing offsets failed.
     #[error("offset commit: {0}")]
     Commit(#[source] rdkafka::error::KafkaError),
-    /// The batch handler failed; no offset of the batch was stored.
+    /// The batch handler failed with an error the loop stops on (or retried it for longer
+    /// than allowed); no offset of the batch was stored.
     #[error("handler: {0}")]
     Handler(#[source] HandlerError),
     /// A topic operation failed.

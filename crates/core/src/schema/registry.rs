@@ -423,6 +423,34 @@ pub async fn learn_writer_schemas(
     Ok(())
 }
 
+/// One attempt of [`learn_writer_schemas`], for a caller that retries the whole unit of work
+/// itself (a batch handler returning [`HandlerError::Unavailable`](crate::bus::HandlerError)):
+/// the first failure of the registry is returned. An id the registry does not know (40403), or
+/// a schema the decoder cannot take, is left for the decoder to report per record.
+pub async fn try_learn_writer_schemas(
+    registry: &RegistryClient,
+    decoder: &mut crate::schema::arrow::AvroBatchDecoder,
+    payloads: &[&[u8]],
+) -> Result<(), RegistryError> {
+    let mut tried = std::collections::HashSet::new();
+    for payload in payloads {
+        let Ok((id, _)) = crate::schema::wire::parse(payload) else {
+            continue;
+        };
+        if decoder.is_registered(id) || !tried.insert(id) {
+            continue;
+        }
+        match registry.schema_by_id(id).await {
+            Ok(schema) => {
+                let _ = decoder.register(id, &schema);
+            }
+            Err(e) if e.error_code() == Some(40403) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Returned when a shutdown interrupted waiting for the registry.
 #[derive(Debug, thiserror::Error)]
 #[error("shutting down while waiting for the schema registry")]

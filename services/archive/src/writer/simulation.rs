@@ -32,6 +32,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::EnabledStatistics;
 use prometheus_client::registry::Registry;
+use tributary_core::bus::BoxError;
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 
 use super::*;
@@ -282,7 +283,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new_member(&mut self) -> Result<Member, HandlerError> {
+    fn new_member(&mut self) -> Result<Member, BoxError> {
         let rng = &mut self.rng;
         let settings = ArchiveSettings {
             schemas: PathBuf::new(),
@@ -297,7 +298,7 @@ impl Sim {
         self.member_with(settings)
     }
 
-    fn member_with(&mut self, settings: ArchiveSettings) -> Result<Member, HandlerError> {
+    fn member_with(&mut self, settings: ArchiveSettings) -> Result<Member, BoxError> {
         self.members += 1;
         let name = format!(
             "m{} (file records {}, file bytes {}, buffered {}, decode batch {})",
@@ -377,7 +378,7 @@ impl Sim {
         batch
     }
 
-    async fn deliver(&mut self, mut member: Member, zombie: bool) -> Result<Member, HandlerError> {
+    async fn deliver(&mut self, mut member: Member, zombie: bool) -> Result<Member, BoxError> {
         let n = 1 + self.rng.below(30) as usize;
         let batch = self.fetch(&mut member, n);
         if batch.is_empty() {
@@ -408,7 +409,7 @@ impl Sim {
             .push(format!("{} commits {:?}", member.name, self.committed));
     }
 
-    async fn step(&mut self) -> Result<(), HandlerError> {
+    async fn step(&mut self) -> Result<(), BoxError> {
         let owner = match self.owner.take() {
             Some(owner) => owner,
             None => self.new_member()?,
@@ -500,7 +501,7 @@ impl Sim {
         Ok(())
     }
 
-    async fn finish(&mut self) -> Result<(), HandlerError> {
+    async fn finish(&mut self) -> Result<(), BoxError> {
         self.store.faults().on = false;
         self.schedule
             .push("object store faults off; the end".into());
@@ -674,7 +675,7 @@ fn run_schedule(seed: u64, registry: &RegistryClient) -> Result<(u64, usize), St
 /// found (20), not the next offset (10): from 10, the next owner would find no file with that
 /// key and write 10..=19 again.
 #[test]
-fn a_replay_commits_past_the_file_it_found() -> Result<(), HandlerError> {
+fn a_replay_commits_past_the_file_it_found() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
