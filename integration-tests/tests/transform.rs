@@ -577,6 +577,18 @@ async fn a_registry_outage_holds_the_batch_and_loses_nothing() -> Result<()> {
         ),
         "",
     )?;
+    // Ready: the output schema registered, the lookups loaded, the loop running.
+    let admin = transform.admin_url()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !reqwest::get(format!("{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        if Instant::now() > deadline || !transform.is_running() {
+            bail!("the transform did not become ready: {}", transform.log());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // A second, compatible version of the raw schema: its id is new to the transform.
     let topic = stack
         .catalog
@@ -608,7 +620,7 @@ async fn a_registry_outage_holds_the_batch_and_loses_nothing() -> Result<()> {
         stack.produce_raw("raw.web_events", "7", payload).await?;
     }
     // The registry stays down while the batch is retried: nothing comes out, nothing stops.
-    let metrics = format!("{}/metrics", transform.admin_url()?);
+    let metrics = format!("{admin}/metrics");
     let deadline = Instant::now() + Duration::from_secs(120);
     let retries = loop {
         let text = reqwest::get(&metrics).await?.text().await?;
