@@ -4,6 +4,7 @@
 pub mod arrow;
 pub mod bounded;
 pub mod catalog;
+pub mod columns;
 pub mod compat;
 pub mod conform;
 pub mod features;

@@ -2,11 +2,11 @@
 //! aggregation inputs.
 
 use anyhow::Context;
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::DataType;
+
+use tributary_core::schema::columns::millis;
 
 use super::View;
 use crate::agg::Scalar;
@@ -88,32 +88,17 @@ fn text_column(column: &ArrayRef) -> anyhow::Result<Vec<Option<String>>> {
     Ok(text.iter().map(|v| v.map(str::to_string)).collect())
 }
 
-/// A time column (a timestamp, or milliseconds) as milliseconds.
+/// A time column (a timestamp, a date, or milliseconds) as milliseconds.
 fn millis_column(column: &ArrayRef) -> anyhow::Result<Vec<Option<i64>>> {
-    let millis = match column.data_type() {
-        DataType::Timestamp(_, _) => cast(
-            &cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?,
-            &DataType::Int64,
-        )?,
-        _ => cast(column, &DataType::Int64)?,
-    };
-    let millis = millis
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .context("millis")?;
-    Ok(millis.iter().collect())
+    Ok(millis(column)?.iter().collect())
 }
 
 /// A column as scalars: numbers and timestamps (milliseconds) as numbers, the rest as text.
 fn scalars(column: &ArrayRef) -> anyhow::Result<Vec<Scalar>> {
     let numeric = match column.data_type() {
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => Some(cast(
-            &cast(
-                &cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?,
-                &DataType::Int64,
-            )?,
-            &DataType::Float64,
-        )?),
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            Some(cast(&millis(column)?, &DataType::Float64)?)
+        }
         t if t.is_numeric() => Some(cast(column, &DataType::Float64)?),
         DataType::Boolean => Some(cast(column, &DataType::Float64)?),
         _ => None,

@@ -13,7 +13,9 @@ use tributary_core::schema::registry::{
     RegistryClient, RegistryError, learn_writer_schemas, try_learn_writer_schemas,
 };
 
-use super::columns::{column_at, event_times};
+use tributary_core::schema::columns::column_at;
+
+use super::columns::event_times;
 use super::output::transform;
 use super::{Outcome, Rejection, Transform};
 
