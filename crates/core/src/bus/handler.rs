@@ -214,8 +214,9 @@ pub trait BatchHandler: Send {
         None
     }
 
-    /// Called every [`ConsumerLoopConfig::tick_interval`] while no record arrives, for work
-    /// driven by time (flushing buffers of idle partitions).
+    /// Called every
+    /// [`ConsumerLoopConfig::tick_interval`](super::ConsumerLoopConfig::tick_interval) while no
+    /// record arrives, for work driven by time (flushing buffers of idle partitions).
     fn tick(
         &mut self,
         _out: &mut Output<'_>,

@@ -1,15 +1,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use apache_avro::types::Value;
 use apache_avro::{Days, Decimal, Duration, Millis, Months, Uuid};
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Fields, Schema};
 use arrow::datatypes::{
     Date32Type, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int32Type, Int64Type,
     IntervalMonthDayNanoType, IntervalUnit, Time32MillisecondType, Time64MicrosecondType, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, UnionMode, i256,
 };
+use arrow::record_batch::RecordBatch;
 
 use super::*;
 

@@ -1,5 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
+
+use apache_avro::types::Value as Avro;
+use apache_avro::{Decimal, Schema, Uuid};
+use serde_json::Value as Json;
+
 use super::*;
 use serde_json::json;
 
