@@ -6,9 +6,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
-use tributary_core::bus::{DLQ_HEADERS, InboundRecord, dlq_topic, read_partition_tail};
+use tributary_core::bus::{
+    BrokerInspector, DLQ_HEADERS, InboundRecord, dlq_topic, read_partition_tail,
+};
 use tributary_core::schema::catalog::DLQ_STAGES;
 use tributary_core::schema::registry::RegistryClient;
 use tributary_core::schema::wire;
@@ -109,32 +110,28 @@ fn topics_named(stages: &[String]) -> String {
 
 /// The partitions of the stages' topics that exist.
 async fn partitions(config: &CliConfig, stages: &[String]) -> Result<Vec<(String, i32)>> {
-    let consumer: BaseConsumer = config
-        .kafka
-        .client_config()
-        .create()
-        .context("create a Kafka client")?;
+    let inspector = BrokerInspector::new(&config.kafka)
+        .map_err(crate::kafka_error)
+        .context("create a Kafka client")?
+        .with_timeout(Duration::from_secs(10));
     let topics: Vec<String> = stages.iter().map(|s| dlq_topic(s)).collect();
-    let bootstrap = config.kafka.bootstrap_servers.clone();
-    tokio::task::spawn_blocking(move || {
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .with_context(|| format!("read the topics of the broker at {bootstrap}"))?;
-        let mut out = Vec::new();
-        for topic in metadata.topics() {
-            if topics.iter().any(|t| t == topic.name()) {
-                out.extend(
-                    topic
-                        .partitions()
-                        .iter()
-                        .map(|p| (topic.name().to_string(), p.id())),
-                );
-            }
+    let cluster = inspector
+        .cluster()
+        .await
+        .map_err(crate::kafka_error)
+        .with_context(|| {
+            format!(
+                "read the topics of the broker at {}",
+                config.kafka.bootstrap_servers
+            )
+        })?;
+    let mut out = Vec::new();
+    for topic in cluster.topics {
+        if topics.contains(&topic.name) {
+            out.extend(topic.partitions.iter().map(|&p| (topic.name.clone(), p)));
         }
-        Ok(out)
-    })
-    .await
-    .context("list the dead-letter topics")?
+    }
+    Ok(out)
 }
 
 /// A dead letter's record, as far as it could be read.

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
-use tributary_core::bus::KafkaConfig;
+use tributary_core::bus::{BrokerInspector, KafkaConfig};
 use tributary_core::lake::{Lake, LakeConfig};
 use tributary_core::schema::catalog::{Catalog, DLQ_STAGES};
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
@@ -65,11 +63,11 @@ impl Figures {
     }
 }
 
-/// Takes samples of a stack: a broker client, one idle client per consumer group (to read its
-/// committed offsets without joining it), the registry's URL and the lake.
+/// Takes samples of a stack: a broker inspector (created at the first sample, then kept), the
+/// registry's URL and the lake.
 pub(crate) struct Probe {
     kafka: KafkaConfig,
-    reader: Option<Arc<Readers>>,
+    inspector: Option<Arc<BrokerInspector>>,
     topics: Vec<String>,
     groups: Vec<Group>,
     registry_url: String,
@@ -84,11 +82,6 @@ impl std::fmt::Debug for Probe {
             .field("registry", &self.registry_url)
             .finish_non_exhaustive()
     }
-}
-
-struct Readers {
-    metadata: BaseConsumer,
-    groups: Vec<BaseConsumer>,
 }
 
 impl Probe {
@@ -110,7 +103,7 @@ impl Probe {
         };
         Ok(Self {
             kafka: kafka.clone(),
-            reader: None,
+            inspector: None,
             topics,
             groups: groups(catalog),
             registry_url: registry.url.clone(),
@@ -123,33 +116,25 @@ impl Probe {
         })
     }
 
-    fn readers(&mut self) -> Result<Arc<Readers>> {
-        if let Some(r) = &self.reader {
-            return Ok(r.clone());
+    fn inspector(&mut self) -> Result<Arc<BrokerInspector>> {
+        if let Some(inspector) = &self.inspector {
+            return Ok(inspector.clone());
         }
-        let metadata: BaseConsumer = self.kafka.client_config().create()?;
-        let groups = self
-            .groups
-            .iter()
-            .map(|g| {
-                self.kafka
-                    .client_config()
-                    .set("group.id", &g.id)
-                    .set("enable.auto.commit", "false")
-                    .create()
-            })
-            .collect::<Result<Vec<BaseConsumer>, _>>()?;
-        let readers = Arc::new(Readers { metadata, groups });
-        self.reader = Some(readers.clone());
-        Ok(readers)
+        let inspector = Arc::new(
+            BrokerInspector::new(&self.kafka)
+                .map_err(crate::kafka_error)?
+                .with_timeout(BROKER_TIMEOUT),
+        );
+        self.inspector = Some(inspector.clone());
+        Ok(inspector)
     }
 
     /// Takes a sample. Never fails: what cannot be read is left out and said why.
     pub(crate) async fn sample(&mut self) -> Figures {
         let at = Instant::now();
-        let readers = self.readers();
+        let inspector = self.inspector();
         let (broker, subjects, parquet_files) = tokio::join!(
-            sample_broker(readers, self.topics.clone(), self.groups.clone()),
+            sample_broker(inspector, &self.topics, &self.groups),
             subjects(&self.registry),
             count_parquet(self.lake.as_ref())
         );
@@ -175,20 +160,40 @@ impl Probe {
     }
 }
 
-/// Counts and lag from the broker, on a blocking thread (librdkafka's calls block).
+/// Records per topic and lag per group, from the broker. Fails only when its metadata cannot be
+/// read; a figure it does not answer for is `None`.
 #[allow(clippy::type_complexity)]
 async fn sample_broker(
-    readers: Result<Arc<Readers>>,
-    topics: Vec<String>,
-    groups: Vec<Group>,
+    inspector: Result<Arc<BrokerInspector>>,
+    topics: &[String],
+    groups: &[Group],
 ) -> Result<(
     Vec<(String, Option<i64>)>,
     Vec<(&'static str, String, Option<i64>)>,
 )> {
-    let readers = readers?;
-    tokio::task::spawn_blocking(move || read_broker(&readers, &topics, &groups))
+    let inspector = inspector?;
+    let offsets = inspector
+        .topic_offsets(topics)
         .await
-        .context("broker sampling task")?
+        .map_err(crate::kafka_error)
+        .context("broker metadata")?;
+    let counts = offsets
+        .iter()
+        .map(|t| (t.topic.clone(), t.records()))
+        .collect();
+    let mut lag = Vec::with_capacity(groups.len());
+    for group in groups {
+        // Records of the group's topics after its committed offsets (from the start of a
+        // partition it never committed on).
+        let read = offsets.iter().filter(|t| group.topics.contains(&t.topic));
+        let total = inspector
+            .group_lag(&group.id, read)
+            .await
+            .ok()
+            .map(|lag| lag.total());
+        lag.push((group.service, group.id.clone(), total));
+    }
+    Ok((counts, lag))
 }
 
 /// The services' consumer groups (their default ids) and the topics each reads, from the catalog.
@@ -234,80 +239,6 @@ fn groups(catalog: &Catalog) -> Vec<Group> {
                 .collect()),
         },
     ]
-}
-
-#[allow(clippy::type_complexity)]
-fn read_broker(
-    readers: &Readers,
-    topics: &[String],
-    groups: &[Group],
-) -> Result<(
-    Vec<(String, Option<i64>)>,
-    Vec<(&'static str, String, Option<i64>)>,
-)> {
-    let metadata = readers
-        .metadata
-        .fetch_metadata(None, BROKER_TIMEOUT)
-        .context("broker metadata")?;
-    // (low, high) watermarks of every partition of the topics that exist.
-    let mut marks: std::collections::HashMap<(String, i32), (i64, i64)> = Default::default();
-    let mut counts = Vec::with_capacity(topics.len());
-    for name in topics {
-        let Some(topic) = metadata.topics().iter().find(|t| t.name() == name) else {
-            counts.push((name.clone(), None));
-            continue;
-        };
-        let mut total = Some(0i64);
-        for p in topic.partitions() {
-            match readers
-                .metadata
-                .fetch_watermarks(name, p.id(), BROKER_TIMEOUT)
-            {
-                Ok((low, high)) => {
-                    marks.insert((name.clone(), p.id()), (low, high));
-                    total = total.map(|t| t + (high - low).max(0));
-                }
-                Err(_) => total = None,
-            }
-        }
-        counts.push((name.clone(), total));
-    }
-    let mut lag = Vec::with_capacity(groups.len());
-    for (group, consumer) in groups.iter().zip(&readers.groups) {
-        lag.push((
-            group.service,
-            group.id.clone(),
-            group_lag(consumer, group, &marks),
-        ));
-    }
-    Ok((counts, lag))
-}
-
-/// Records of the group's topics after its committed offsets (from the start of a partition it
-/// never committed on).
-fn group_lag(
-    consumer: &BaseConsumer,
-    group: &Group,
-    marks: &std::collections::HashMap<(String, i32), (i64, i64)>,
-) -> Option<i64> {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), _) in marks.iter().filter(|((t, _), _)| group.topics.contains(t)) {
-        tpl.add_partition(topic, *partition);
-    }
-    if tpl.count() == 0 {
-        return Some(0);
-    }
-    let committed = consumer.committed_offsets(tpl, BROKER_TIMEOUT).ok()?;
-    let mut lag = 0;
-    for element in committed.elements() {
-        let &(low, high) = marks.get(&(element.topic().to_string(), element.partition()))?;
-        let position = match element.offset() {
-            Offset::Offset(n) => n.max(low),
-            _ => low,
-        };
-        lag += (high - position).max(0);
-    }
-    Some(lag)
 }
 
 /// Subjects in the registry, `None` when it does not answer (or refuses the credentials).

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use tributary_core::bus::BusError;
 use tributary_core::schema::catalog::Catalog;
 use tributary_core::schema::registry::RegistryClient;
 
@@ -218,6 +219,15 @@ fn report(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// A bus error as the command reports it: when librdkafka failed, its error itself (not
+/// wrapped in the bus's `kafka client:`, which repeats it as its cause); the bus's otherwise.
+pub(crate) fn kafka_error(e: BusError) -> anyhow::Error {
+    match e {
+        BusError::Client(cause) => anyhow::Error::new(cause),
+        other => anyhow::Error::new(other),
+    }
 }
 
 /// Runs a command; `Ok(false)` when a check failed.

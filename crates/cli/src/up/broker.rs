@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use tributary_core::bus::KafkaConfig;
+use tributary_core::bus::{BrokerInspector, KafkaConfig};
 
 use super::plan::{Layout, Ports};
 use super::process::{Process, Spec, is_executable, on_path, wait_for_port};
@@ -264,15 +263,16 @@ pub(crate) async fn start(
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
         process.check_running()?;
-        let answer = tokio::task::spawn_blocking({
-            let kafka = kafka.clone();
-            move || -> Result<usize> {
-                let consumer: BaseConsumer = kafka.client_config().create()?;
-                let metadata = consumer.fetch_metadata(None, Duration::from_secs(2))?;
-                Ok(metadata.brokers().len())
-            }
-        })
-        .await?;
+        // A new client each time: one kept would back its reconnections off.
+        let answer = match BrokerInspector::new(&kafka) {
+            Ok(inspector) => inspector
+                .with_timeout(Duration::from_secs(2))
+                .cluster()
+                .await
+                .map(|cluster| cluster.brokers),
+            Err(e) => Err(e),
+        }
+        .map_err(crate::kafka_error);
         match answer {
             Ok(brokers) if brokers > 0 => return Ok(process),
             _ if tokio::time::Instant::now() > deadline => bail!(

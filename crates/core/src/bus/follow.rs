@@ -110,7 +110,8 @@ impl TopicFollower {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a blocking librdkafka call on tokio's blocking threads.
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BusError> + Send + 'static,
 ) -> Result<T, BusError> {
     tokio::task::spawn_blocking(f)

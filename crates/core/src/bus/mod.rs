@@ -6,6 +6,7 @@ mod consumer;
 mod dlq;
 mod follow;
 mod handler;
+mod inspect;
 #[cfg(test)]
 mod loop_tests;
 mod metrics;
@@ -17,6 +18,10 @@ pub use consumer::{ConsumerLoopConfig, LoopStats, run_consumer};
 pub use dlq::{DLQ_HEADERS, DeadLetter, dead_letter_record, dlq_topic};
 pub use follow::{TopicFollower, read_partition, read_partition_tail};
 pub use handler::{BatchHandler, BoxError, ErrorClass, HandlerError, InboundRecord, Output};
+pub use inspect::{
+    BrokerInspector, ClusterInfo, GroupLag, PartitionLag, PartitionOffsets, TopicInfo,
+    TopicOffsets, Watermarks,
+};
 pub use metrics::BusMetrics;
 pub use producer::{Delivered, OutboundRecord, Producer};
 pub use settings::KafkaConfig;
