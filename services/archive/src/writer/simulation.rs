@@ -18,6 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use arrow::array::{Int32Array, Int64Array};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -32,7 +33,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::EnabledStatistics;
 use prometheus_client::registry::Registry;
-use tributary_core::bus::BoxError;
+use tributary_core::bus::{BatchHandler, BoxError, InboundRecord};
 use tributary_core::schema::registry::{RegistryClient, RegistryConfig};
 
 use super::*;
