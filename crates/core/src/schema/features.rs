@@ -294,12 +294,7 @@ pub(crate) fn validate(
     views: &[FeatureViewDecl],
     topics: &BTreeMap<String, Topic>,
 ) -> Result<(), DeclError> {
-    let mut names = BTreeSet::new();
-    for v in views {
-        DeclKind::Feature.check_name(&v.name, &mut names)?;
-        check(v, topics).map_err(|p| DeclError::new(DeclKind::Feature, &v.name, p))?;
-    }
-    Ok(())
+    DeclKind::Feature.validate_each(views, |d| &d.name, |d| check(d, topics))
 }
 
 fn check(v: &FeatureViewDecl, topics: &BTreeMap<String, Topic>) -> Result<(), FeatureProblem> {

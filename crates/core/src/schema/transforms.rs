@@ -185,12 +185,7 @@ pub(crate) fn validate(
     transforms: &[TransformDecl],
     topics: &BTreeMap<String, Topic>,
 ) -> Result<(), DeclError> {
-    let mut names = BTreeSet::new();
-    for t in transforms {
-        DeclKind::Transform.check_name(&t.name, &mut names)?;
-        check(t, topics).map_err(|p| DeclError::new(DeclKind::Transform, &t.name, p))?;
-    }
-    Ok(())
+    DeclKind::Transform.validate_each(transforms, |d| &d.name, |d| check(d, topics))
 }
 
 fn check(t: &TransformDecl, topics: &BTreeMap<String, Topic>) -> Result<(), TransformProblem> {

@@ -283,12 +283,7 @@ pub(crate) fn validate(
     triggers: &[TriggerDecl],
     topics: &BTreeMap<String, Topic>,
 ) -> Result<(), DeclError> {
-    let mut names = BTreeSet::new();
-    for t in triggers {
-        DeclKind::Trigger.check_name(&t.name, &mut names)?;
-        check(t, topics).map_err(|p| DeclError::new(DeclKind::Trigger, &t.name, p))?;
-    }
-    Ok(())
+    DeclKind::Trigger.validate_each(triggers, |d| &d.name, |d| check(d, topics))
 }
 
 fn check(t: &TriggerDecl, topics: &BTreeMap<String, Topic>) -> Result<(), TriggerProblem> {

@@ -46,6 +46,22 @@ impl DeclKind {
         }
         Ok(())
     }
+
+    /// Checks every declaration of this kind: its name ([`DeclKind::check_name`]), then
+    /// `check`; the first error names the declaration.
+    pub(crate) fn validate_each<D, P: Into<DeclProblem>>(
+        self,
+        decls: &[D],
+        name: impl Fn(&D) -> &str,
+        check: impl Fn(&D) -> Result<(), P>,
+    ) -> Result<(), DeclError> {
+        let mut names = BTreeSet::new();
+        for d in decls {
+            self.check_name(name(d), &mut names)?;
+            check(d).map_err(|p| DeclError::new(self, name(d), p))?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for DeclKind {
