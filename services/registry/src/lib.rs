@@ -41,6 +41,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     )?;
     // The runtime first: the follower of the schemas topic is one of its tasks.
     let mut runtime = Runtime::builder("registry", &config.telemetry, shutdown)
+        .with_kafka(&config.kafka)?
         .start()
         .await?;
     let store = store::Store::open(

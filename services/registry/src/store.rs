@@ -10,8 +10,7 @@ use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tributary_core::bus::{
-    BusError, BusMetrics, KafkaConfig, OutboundRecord, Producer, TopicFollower, TopicSpec,
-    create_topics,
+    BusError, KafkaConfig, OutboundRecord, Producer, TopicFollower, TopicSpec, create_topics,
 };
 use tributary_core::runtime::Runtime;
 use tributary_core::schema::catalog::Compatibility;
@@ -53,7 +52,8 @@ pub(crate) struct Registered {
 impl Store {
     /// Creates the topic if needed (one partition, compacted, kept forever), reads it to the
     /// end, and keeps following it as the task `schemas follower` of `runtime`, until the
-    /// runtime's shutdown (it is joined when the service stops).
+    /// runtime's shutdown (it is joined when the service stops). Writes go through the
+    /// runtime's producer (its metrics exported, flushed when the service stops).
     pub(crate) async fn open(
         kafka: &KafkaConfig,
         topic: &str,
@@ -70,7 +70,13 @@ impl Store {
         };
         create_topics(kafka, &[spec]).await?;
         let follower = TopicFollower::start(kafka, topic).await?;
-        let producer = Producer::new(kafka, BusMetrics::default())?;
+        let producer = runtime
+            .producer()
+            .map_err(|e| BusError::Admin {
+                topic: topic.to_string(),
+                message: e.to_string(),
+            })?
+            .clone();
         let state = Arc::new(RwLock::new(State::default()));
         let (applied_tx, applied) = watch::channel(0_i64);
         runtime.spawn(
