@@ -116,7 +116,8 @@ impl Trigger {
     }
 }
 
-/// Checks the state after a restore belongs to this declaration's features.
+/// Restores a trigger's state from its last record in the state topic; a state that says
+/// requests were made but not when is refused.
 pub(crate) fn restore(trigger: &mut Trigger, bytes: &[u8]) -> anyhow::Result<()> {
     let state: State = serde_json::from_slice(bytes).context("trigger state")?;
     if state.triggers > 0 && state.last_trigger_ms.is_none() {
