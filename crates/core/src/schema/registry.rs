@@ -392,33 +392,15 @@ pub async fn learn_writer_schemas(
     payloads: &[&[u8]],
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<(), ShuttingDown> {
-    let mut tried = std::collections::HashSet::new();
-    for payload in payloads {
-        let Ok((id, _)) = crate::schema::wire::parse(payload) else {
-            continue;
-        };
-        if decoder.is_registered(id) || !tried.insert(id) {
-            continue;
+    let mut backoff = Duration::from_millis(200);
+    // Ids learned by a failed attempt stay learned: the next one asks only for the rest.
+    while let Err(e) = try_learn_writer_schemas(registry, decoder, payloads).await {
+        tracing::warn!(error = %e, "registry unavailable; retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => return Err(ShuttingDown),
+            () = tokio::time::sleep(backoff) => {}
         }
-        let mut backoff = Duration::from_millis(200);
-        let schema = loop {
-            match registry.schema_by_id(id).await {
-                Ok(s) => break Some(s),
-                Err(e) if e.error_code() == Some(40403) => break None,
-                Err(e) => {
-                    tracing::warn!(id, error = %e, "registry unavailable; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Err(ShuttingDown),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        };
-        if let Some(schema) = schema {
-            // A schema the decoder cannot take is reported per record by the decoder.
-            let _ = decoder.register(id, &schema);
-        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
     Ok(())
 }
@@ -678,5 +660,60 @@ mod tests {
             RegistryClient::new(&config),
             Err(RegistryError::Config(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn writer_schemas_are_learned_once_unknown_ids_left_and_an_outage_retried() {
+        use crate::schema::arrow::AvroBatchDecoder;
+        use crate::schema::wire::frame;
+        use tokio_util::sync::CancellationToken;
+        let (url, fake) = serve().await;
+        let client = RegistryClient::new(&RegistryConfig::new(url)).unwrap();
+        client.register("raw.a-value", V1).await.unwrap();
+        let mut decoder = AvroBatchDecoder::new(Some(V1.to_string()), 100);
+        // Schema 1 is known to the registry, 9 is not, the third payload is not framed at all.
+        let payloads = [
+            frame(1, &[2]),
+            frame(9, &[2]),
+            b"x".to_vec(),
+            frame(1, &[4]),
+        ];
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        try_learn_writer_schemas(&client, &mut decoder, &refs)
+            .await
+            .unwrap();
+        assert!(decoder.is_registered(1));
+        assert!(!decoder.is_registered(9));
+        // Known ids are not asked for again.
+        let calls = fake.calls.load(Ordering::SeqCst);
+        let shutdown = CancellationToken::new();
+        learn_writer_schemas(&client, &mut decoder, &refs[..1], &shutdown)
+            .await
+            .unwrap();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), calls);
+
+        // No registry: one attempt fails at once; the retrying form waits until the shutdown.
+        let down = RegistryClient::new(&RegistryConfig::new("http://127.0.0.1:9")).unwrap();
+        let mut fresh = AvroBatchDecoder::new(Some(V1.to_string()), 100);
+        assert!(
+            try_learn_writer_schemas(&down, &mut fresh, &refs)
+                .await
+                .is_err()
+        );
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stop.cancel();
+        });
+        let started = std::time::Instant::now();
+        assert!(
+            learn_writer_schemas(&down, &mut fresh, &refs, &shutdown)
+                .await
+                .is_err()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "it retried until the shutdown"
+        );
     }
 }
