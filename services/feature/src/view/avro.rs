@@ -77,6 +77,16 @@ fn to_avro(schema: &Schema, value: &Scalar) -> anyhow::Result<Avro> {
         Scalar::Null => 0.0,
         Scalar::Text(t) => t.parse().unwrap_or(0.0),
     };
+    // NaN and infinities have no integer: written as a null is (0 where the field takes none),
+    // never as the saturated i64::MAX that a cast would give.
+    let number = match schema {
+        Schema::Long | Schema::Int | Schema::TimestampMillis | Schema::TimestampMicros
+            if !number.is_finite() =>
+        {
+            0.0
+        }
+        _ => number,
+    };
     Ok(match schema {
         Schema::Long => Avro::Long(number.round() as i64),
         Schema::Int => Avro::Int(number.round() as i32),
@@ -94,23 +104,20 @@ fn to_avro(schema: &Schema, value: &Scalar) -> anyhow::Result<Avro> {
     })
 }
 
-/// Whether `value` has no value for a field of type `schema`: it is null, or a text that is no
-/// number where [`to_avro`] writes a number.
+/// Whether `value` has no value for a field of type `schema`: it is null, a text that is no
+/// number where [`to_avro`] writes a number, or a number that is not finite (NaN, infinite)
+/// where it writes an integer or a time.
 fn lacks_value(schema: &Schema, value: &Scalar) -> bool {
+    let integral = matches!(
+        schema,
+        Schema::Long | Schema::Int | Schema::TimestampMillis | Schema::TimestampMicros
+    );
     match value {
         Scalar::Null => true,
-        Scalar::Number(_) => false,
+        Scalar::Number(x) => integral && !x.is_finite(),
         Scalar::Text(t) => {
-            matches!(
-                schema,
-                Schema::Long
-                    | Schema::Int
-                    | Schema::Double
-                    | Schema::Float
-                    | Schema::TimestampMillis
-                    | Schema::TimestampMicros
-                    | Schema::Boolean
-            ) && t.parse::<f64>().is_err()
+            (integral || matches!(schema, Schema::Double | Schema::Float | Schema::Boolean))
+                && t.parse::<f64>().is_err()
         }
     }
 }
@@ -155,5 +162,28 @@ mod tests {
         let plain = Schema::parse_str(r#""long""#).unwrap();
         assert_eq!(to_avro(&plain, &text("buy")).unwrap(), Avro::Long(0));
         assert_eq!(to_avro(&plain, &Scalar::Null).unwrap(), Avro::Long(0));
+    }
+
+    /// An average over no number, or a sum that overflowed to infinity: NaN and infinities
+    /// were cast to 0 and i64::MAX in integer fields; they are null, as a null result is.
+    #[test]
+    fn numbers_that_are_not_finite_are_null_in_integer_fields_and_kept_in_doubles() {
+        let null = Avro::Union(0, Box::new(Avro::Null));
+        for schema in [r#"["null", "long"]"#, r#"["null", "int"]"#] {
+            let schema = Schema::parse_str(schema).unwrap();
+            for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                assert_eq!(to_avro(&schema, &Scalar::Number(x)).unwrap(), null, "{x}");
+            }
+        }
+        let plain = Schema::parse_str(r#""long""#).unwrap();
+        assert_eq!(
+            to_avro(&plain, &Scalar::Number(f64::INFINITY)).unwrap(),
+            Avro::Long(0)
+        );
+        let double = Schema::parse_str(r#"["null", "double"]"#).unwrap();
+        assert_eq!(
+            to_avro(&double, &Scalar::Number(f64::INFINITY)).unwrap(),
+            Avro::Union(1, Box::new(Avro::Double(f64::INFINITY)))
+        );
     }
 }
