@@ -527,6 +527,24 @@ async fn refuses_unknown_credentials_foreign_and_unknown_topics() -> Result<()> 
         let r = reply(json_body(s.post("raw.no_such_topic", Some(key)))).await?;
         assert_refused(&r, 404, "unknown_topic", "a topic not in the catalog");
     }
+    // A wrong method or path is refused in the same JSON shape, a 405 naming what is allowed.
+    let url = format!("{}/v1/topics/{TOPIC}/records", s.ingest.url());
+    let response = s
+        .http
+        .get(&url)
+        .header("x-api-key", "web-key")
+        .send()
+        .await?;
+    let allow = response
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(allow.as_deref(), Some("POST"), "{response:?}");
+    let r = reply(s.http.get(&url).header("x-api-key", "web-key")).await?;
+    assert_refused(&r, 405, "method_not_allowed", "GET on the records path");
+    let r = reply(s.http.get(format!("{}/v2/nothing", s.ingest.url()))).await?;
+    assert_refused(&r, 404, "not_found", "a path that is not served");
     s.assert_nothing_produced("401, 403 and 404")?;
     assert_eq!(
         high_water_marks(&s.broker, "raw.mobile_events")?

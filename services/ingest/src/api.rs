@@ -95,7 +95,18 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
-        // Any other path or method: the same JSON error shape as every refusal.
+        // A known path asked with another method, and any other path: the same JSON error
+        // shape as every refusal (axum adds the `Allow` header to the 405).
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            Reject::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{method} is not served at {}: records go to POST /v1/topics/{{topic}}/records",
+                    uri.path()
+                ),
+            )
+        })
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             Reject::new(
                 StatusCode::NOT_FOUND,
