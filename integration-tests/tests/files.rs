@@ -244,6 +244,25 @@ async fn files_are_ingested_once_and_bad_rows_are_dead_lettered() -> Result<()> 
         .await?
         .len();
     assert_eq!(n, 2 * ROWS + 11);
+    // The source's records and dead letters are counted like a PostgreSQL source's.
+    let metrics = reqwest::get(format!("{}/metrics", service.admin_url()?))
+        .await?
+        .text()
+        .await?;
+    let counter = |name: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(&format!(
+                "tributary_ingest_{name}_total{{source=\"products\",table=\"\"}} "
+            ))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+    };
+    assert_eq!(
+        counter("source_records"),
+        Some(2 * ROWS as u64 + 11),
+        "{metrics}"
+    );
+    assert_eq!(counter("source_dead_letters"), Some(3), "{metrics}");
     assert!(service.stop()?, "{}", service.log());
     Ok(())
 }

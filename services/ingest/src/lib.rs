@@ -225,6 +225,7 @@ async fn start_sources(
             kafka: &config.kafka,
             producer: state.producer.clone(),
             progress_topic: &settings.files_progress_topic,
+            metrics: state.metrics.clone(),
         })
         .await?;
         runtime.spawn(decl.name.clone(), file_source.run(runtime.shutdown()));

@@ -74,12 +74,12 @@ impl IngestMetrics {
         );
         r.register(
             "source_records",
-            "records written by postgresql sources, by source and table",
+            "records written by postgresql and file sources, by source (and table for postgresql)",
             m.source_records.clone(),
         );
         r.register(
             "source_dead_letters",
-            "rows of postgresql sources sent to dlq.ingest, by source and table",
+            "rows, lines and files of postgresql and file sources sent to dlq.ingest, by source (and table for postgresql)",
             m.source_dead_letters.clone(),
         );
         r.register(

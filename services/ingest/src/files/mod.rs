@@ -40,6 +40,7 @@ use tributary_core::schema::catalog::Topic;
 use tributary_core::schema::sources::FilesDecl;
 
 use crate::config::ObjectStoreSettings;
+use crate::metrics::IngestMetrics;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use self::fuzz::fuzz_target;
@@ -62,6 +63,7 @@ pub(crate) struct FileSource {
     producer: Producer,
     progress_topic: String,
     done: HashMap<String, Done>,
+    metrics: IngestMetrics,
 }
 
 impl std::fmt::Debug for FileSource {
@@ -83,6 +85,8 @@ pub(crate) struct SourceSetup<'a> {
     pub producer: Producer,
     /// Compacted topic holding each ingested file's progress.
     pub progress_topic: &'a str,
+    /// Where the records and dead letters it produces are counted.
+    pub metrics: IngestMetrics,
 }
 
 impl FileSource {
@@ -95,6 +99,7 @@ impl FileSource {
             kafka,
             producer,
             progress_topic,
+            metrics,
         } = setup;
         let url = tributary_core::schema::sources::expand_env(&decl.url)
             .map_err(|e| anyhow::anyhow!("source {}: {e}", decl.name))?;
@@ -121,6 +126,7 @@ impl FileSource {
             producer,
             progress_topic: progress_topic.to_string(),
             done,
+            metrics,
         })
     }
 

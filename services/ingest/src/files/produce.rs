@@ -13,6 +13,7 @@ use super::FileSource;
 use super::progress::Done;
 use super::rows::{RowLimits, Rows};
 use super::scan::Fetched;
+use crate::metrics::SourceTableLabel;
 
 /// Dead-letter class of rows that cannot be read or do not fit the topic.
 const CLASS_ROW: &str = "file_row";
@@ -119,10 +120,12 @@ impl FileSource {
                         .map(|(k, p)| OutboundRecord::new(self.topic.name.clone(), k, p.to_vec())),
                 );
             }
+            let produced = records_in_chunk(&out, &self.topic.name);
             self.producer
                 .send_all(&out)
                 .await
                 .context("produce the file's records")?;
+            self.count(produced, out.len() - produced);
         }
         let d = Done {
             size,
@@ -152,6 +155,7 @@ impl FileSource {
             .send(&letter)
             .await
             .context("produce the file's dead letter")?;
+        self.count(0, 1);
         let d = Done {
             size,
             e_tag,
@@ -161,6 +165,22 @@ impl FileSource {
             refused: Some(reason),
         };
         self.save_progress(path, &d).await
+    }
+
+    /// Counts what this source had acknowledged: records for its topic, and dead letters.
+    fn count(&self, records: usize, dead_letters: usize) {
+        let label = SourceTableLabel {
+            source: self.decl.name.clone(),
+            table: String::new(),
+        };
+        self.metrics
+            .source_records
+            .get_or_create(&label)
+            .inc_by(records as u64);
+        self.metrics
+            .source_dead_letters
+            .get_or_create(&label)
+            .inc_by(dead_letters as u64);
     }
 
     /// A dead letter for `path`: at `line` (a row for Parquet and Avro), or the whole file.
@@ -218,4 +238,9 @@ pub(super) fn fit_rows(
         .apply(&kept)
         .map_err(|e| anyhow::anyhow!("rows that fit one by one do not fit together: {e:?}"))?;
     Ok((Some(fitted), row_errors))
+}
+
+/// How many of `out` go to the source's topic (the rest are dead letters).
+fn records_in_chunk(out: &[OutboundRecord], topic: &str) -> usize {
+    out.iter().filter(|r| r.topic == topic).count()
 }
