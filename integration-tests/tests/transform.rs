@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tributary_integration_tests::{Stack, Transform, key_of, read_all, unique};
+use tributary_integration_tests::{ReadRecord, Stack, Transform, key_of, read_all, unique};
 
 fn repo_schemas() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas")
@@ -60,6 +60,30 @@ fn by_event_id(records: &[(String, Value)]) -> BTreeMap<String, Vec<Value>> {
             .push(v.clone());
     }
     map
+}
+
+/// Waits (up to `wait`) for `n` records on `clean.web_events`, then reads what is there a few
+/// seconds later (duplicates may still arrive): the first read's count, every record, and how
+/// many times each event id came out.
+async fn clean_event_ids(
+    stack: &Stack,
+    n: u64,
+    wait: Duration,
+) -> Result<(usize, Vec<ReadRecord>, BTreeMap<String, u64>)> {
+    let out = read_all(&stack.broker, "clean.web_events", n as usize, wait)?.len();
+    let all = read_all(
+        &stack.broker,
+        "clean.web_events",
+        usize::MAX,
+        Duration::from_secs(5),
+    )?;
+    let mut ids = BTreeMap::new();
+    for r in &all {
+        let v = stack.decode(&r.payload).await?;
+        *ids.entry(v["event_id"].as_str().unwrap_or_default().to_string())
+            .or_insert(0u64) += 1;
+    }
+    Ok((out, all, ids))
 }
 
 /// The repository's `clean_web_events`: URL parsing, trimming, enrichment from the customers
@@ -521,25 +545,7 @@ async fn a_kill_mid_stream_loses_nothing() -> Result<()> {
     }
     transform.kill()?;
     transform.restart()?;
-    let out = read_all(
-        &stack.broker,
-        "clean.web_events",
-        N as usize,
-        Duration::from_secs(300),
-    )?;
-    // Records may still be arriving beyond N (duplicates); take what is there now.
-    let all = read_all(
-        &stack.broker,
-        "clean.web_events",
-        usize::MAX,
-        Duration::from_secs(5),
-    )?;
-    let mut ids = BTreeMap::new();
-    for r in &all {
-        let v = stack.decode(&r.payload).await?;
-        *ids.entry(v["event_id"].as_str().unwrap_or_default().to_string())
-            .or_insert(0u64) += 1;
-    }
+    let (out, all, ids) = clean_event_ids(&stack, N, Duration::from_secs(300)).await?;
     let missing: Vec<u64> = (0..N)
         .filter(|i| !ids.contains_key(&event_id(*i)))
         .collect();
@@ -548,7 +554,7 @@ async fn a_kill_mid_stream_loses_nothing() -> Result<()> {
         "{} lost, e.g. {:?} (read {})",
         missing.len(),
         &missing[..missing.len().min(5)],
-        out.len()
+        out
     );
     let duplicates: u64 = ids.values().map(|n| n - 1).sum();
     println!(
@@ -650,31 +656,14 @@ async fn a_registry_outage_holds_the_batch_and_loses_nothing() -> Result<()> {
         early.len()
     );
     stack.registry.restart()?;
-    let out = read_all(
-        &stack.broker,
-        "clean.web_events",
-        N as usize,
-        Duration::from_secs(120),
-    )?;
-    let all = read_all(
-        &stack.broker,
-        "clean.web_events",
-        usize::MAX,
-        Duration::from_secs(3),
-    )?;
-    let mut ids = BTreeMap::new();
-    for r in &all {
-        let v = stack.decode(&r.payload).await?;
-        *ids.entry(v["event_id"].as_str().unwrap_or_default().to_string())
-            .or_insert(0u64) += 1;
-    }
+    let (out, all, ids) = clean_event_ids(&stack, N, Duration::from_secs(120)).await?;
     let missing = (0..N).filter(|i| !ids.contains_key(&event_id(*i))).count();
     let twice = ids.values().filter(|n| **n > 1).count();
     println!(
         "registry outage: {retries} retries, {N} records in, {} out, {missing} missing, {twice} twice",
         all.len()
     );
-    assert_eq!(missing, 0, "read {}: {}", out.len(), transform.log());
+    assert_eq!(missing, 0, "read {}: {}", out, transform.log());
     assert_eq!(twice, 0);
     assert_eq!(all.len() as u64, N);
     assert!(transform.stop()?, "{}", transform.log());
